@@ -1,0 +1,226 @@
+"""Bottom-up decoding: heatmaps and guiding offsets in, people out (numpy only).
+
+The chain, each step a pure function over arrays so it can be tested alone:
+
+    find_peaks -> refine_peaks -> connect_limbs -> assemble_people -> score_people
+
+Grouping follows SimplePose: for every limb ``(a, b)`` each peak of ``a``
+guides, by its predicted offset, to where ``b`` of the same person should be
+(and each ``b`` back to ``a``). Candidate connections are scored by peak
+confidence and by how well both guides land, then accepted greedily, the
+highest score first, into people.
+
+Map coordinates put pixel centres on integers; :func:`input_to_map` and
+:func:`map_to_input` are the one definition of that convention, used by the
+trainer's target encoder too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rtpose.model_meta import DecoderConfig, ModelMeta
+from rtpose.skeleton import Skeleton
+
+_EPS = 1e-10
+
+
+def input_to_map(xy: np.ndarray, stride: int) -> np.ndarray:
+    return (np.asarray(xy, dtype=np.float32) + 0.5) / stride - 0.5
+
+
+def map_to_input(uv: np.ndarray, stride: int) -> np.ndarray:
+    return (np.asarray(uv, dtype=np.float32) + 0.5) * stride - 0.5
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """Local maxima of all heatmaps, concatenated over keypoint types."""
+
+    kind: np.ndarray   # [P] keypoint type
+    cell: np.ndarray   # [P, 2] integer map cell (x, y)
+    xy: np.ndarray     # [P, 2] sub-pixel map position (x, y)
+    score: np.ndarray  # [P]
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+
+@dataclass(frozen=True)
+class People:
+    """Decoded people: ``keypoints [N, K, 3]`` as ``(x, y, score)``; a missing keypoint has score 0."""
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def map_xy(self, fn) -> "People":
+        """Apply ``fn`` to the ``[N, K, 2]`` positions (missing keypoints stay at 0)."""
+        kps = self.keypoints.copy()
+        found = kps[..., 2] > 0
+        kps[..., :2] = np.where(found[..., None], fn(kps[..., :2]), 0.0)
+        return People(kps, self.scores)
+
+
+def find_peaks(heatmaps: np.ndarray, threshold: float, top_k: int) -> Peaks:
+    """3x3 local maxima above ``threshold``, at most ``top_k`` per keypoint type.
+
+    Ties between neighbours are broken towards the lower-right cell, so a flat
+    top gives one peak, not two.
+    """
+    k, h, w = heatmaps.shape
+    padded = np.pad(heatmaps, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    is_peak = heatmaps > threshold
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            if dy == 1 and dx == 1:
+                continue
+            neighbour = padded[:, dy:dy + h, dx:dx + w]
+            earlier = (dy, dx) < (1, 1)
+            is_peak &= (heatmaps > neighbour) if earlier else (heatmaps >= neighbour)
+    kinds, ys, xs = np.nonzero(is_peak)
+    scores = heatmaps[kinds, ys, xs]
+    keep = _top_k_per_kind(kinds, scores, top_k)
+    cell = np.stack([xs[keep], ys[keep]], axis=1).astype(np.int64)
+    return Peaks(kind=kinds[keep], cell=cell, xy=cell.astype(np.float32), score=scores[keep].astype(np.float32))
+
+
+def _top_k_per_kind(kinds: np.ndarray, scores: np.ndarray, top_k: int) -> np.ndarray:
+    order = np.lexsort((-scores, kinds))           # by kind, then best score first
+    sorted_kinds = kinds[order]
+    first = np.searchsorted(sorted_kinds, sorted_kinds, side="left")
+    rank = np.arange(len(order)) - first
+    return np.sort(order[rank < top_k])
+
+
+def refine_peaks(heatmaps: np.ndarray, peaks: Peaks) -> Peaks:
+    """Sub-pixel positions from a parabola through the log of each peak and its neighbours.
+
+    Exact for a Gaussian peak, which is what the model is trained to produce.
+    """
+    if len(peaks) == 0:
+        return peaks
+    _, h, w = heatmaps.shape
+    k, x, y = peaks.kind, peaks.cell[:, 0], peaks.cell[:, 1]
+    logc = np.log(heatmaps[k, y, x] + _EPS)
+
+    def shift(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        lp, ln = np.log(prev + _EPS), np.log(nxt + _EPS)
+        curvature = lp - 2 * logc + ln
+        safe = np.where(curvature < -1e-6, curvature, -1.0)
+        return np.where(curvature < -1e-6, np.clip(0.5 * (lp - ln) / safe, -0.5, 0.5), 0.0)
+
+    dx = shift(heatmaps[k, y, np.maximum(x - 1, 0)], heatmaps[k, y, np.minimum(x + 1, w - 1)])
+    dy = shift(heatmaps[k, np.maximum(y - 1, 0), x], heatmaps[k, np.minimum(y + 1, h - 1), x])
+    xy = peaks.cell.astype(np.float32) + np.stack([dx, dy], axis=1).astype(np.float32)
+    return Peaks(kind=peaks.kind, cell=peaks.cell, xy=xy, score=peaks.score)
+
+
+def connect_limbs(peaks: Peaks, offsets: np.ndarray, skeleton: Skeleton, offset_scale: float,
+                  max_distance: float) -> np.ndarray:
+    """Candidate connections ``[C, 3]`` as ``(peak_a, peak_b, score)``, for every limb.
+
+    A pair is a candidate when the guide from ``a`` lands near ``b`` and the
+    guide from ``b`` lands near ``a``: within ``max_distance`` map pixels plus
+    a quarter of the limb's length, since long limbs have larger offset errors.
+    """
+    by_kind = [np.flatnonzero(peaks.kind == k) for k in range(skeleton.num_keypoints)]
+    found = []
+    for limb, (a, b) in enumerate(skeleton.limbs):
+        ia, ib = by_kind[a], by_kind[b]
+        if len(ia) == 0 or len(ib) == 0:
+            continue
+        guided_b = _guide(peaks, ia, offsets, 2 * limb, offset_scale)      # a -> b
+        guided_a = _guide(peaks, ib, offsets, 2 * limb + 1, offset_scale)  # b -> a
+        miss_b = np.linalg.norm(guided_b[:, None, :] - peaks.xy[ib][None, :, :], axis=2)
+        miss_a = np.linalg.norm(peaks.xy[ia][:, None, :] - guided_a[None, :, :], axis=2)
+        length = np.linalg.norm(guided_b - peaks.cell[ia], axis=1)
+        tolerance = max_distance + 0.25 * length[:, None]
+        miss = np.maximum(miss_a, miss_b)
+        ok_a, ok_b = np.nonzero(miss <= tolerance)
+        if len(ok_a) == 0:
+            continue
+        closeness = 1.0 - 0.5 * miss[ok_a, ok_b] / tolerance[ok_a, 0]
+        confidence = 0.5 * (peaks.score[ia[ok_a]] + peaks.score[ib[ok_b]])
+        found.append(np.stack([ia[ok_a], ib[ok_b], confidence * closeness], axis=1))
+    if not found:
+        return np.zeros((0, 3), dtype=np.float64)
+    return np.concatenate(found).astype(np.float64)
+
+
+def _guide(peaks: Peaks, idx: np.ndarray, offsets: np.ndarray, directed: int, offset_scale: float) -> np.ndarray:
+    x, y = peaks.cell[idx, 0], peaks.cell[idx, 1]
+    vec = offsets[2 * directed:2 * directed + 2, y, x].T * offset_scale
+    return peaks.cell[idx].astype(np.float32) + vec
+
+
+def assemble_people(peaks: Peaks, connections: np.ndarray, num_keypoints: int, min_keypoints: int) -> np.ndarray:
+    """Greedy grouping, best connection first: ``[N, K]`` peak index per keypoint, -1 if none.
+
+    A connection joins two peaks into one person when that fills an empty
+    slot; it merges two partial people when they have no keypoint type in
+    common. Anything else would give a person two of the same keypoint.
+    """
+    slots: list[np.ndarray] = []
+    owner = np.full(len(peaks), -1, dtype=np.int64)
+    for pa, pb, _ in connections[np.argsort(-connections[:, 2], kind="stable")]:
+        pa, pb = int(pa), int(pb)
+        ka, kb = peaks.kind[pa], peaks.kind[pb]
+        oa, ob = owner[pa], owner[pb]
+        if oa < 0 and ob < 0:
+            person = np.full(num_keypoints, -1, dtype=np.int64)
+            person[ka], person[kb] = pa, pb
+            owner[pa] = owner[pb] = len(slots)
+            slots.append(person)
+        elif oa >= 0 and ob < 0:
+            if slots[oa][kb] < 0:
+                slots[oa][kb] = pb
+                owner[pb] = oa
+        elif ob >= 0 and oa < 0:
+            if slots[ob][ka] < 0:
+                slots[ob][ka] = pa
+                owner[pa] = ob
+        elif oa != ob and not np.any((slots[oa] >= 0) & (slots[ob] >= 0)):
+            moved = slots[ob] >= 0
+            slots[oa][moved] = slots[ob][moved]
+            owner[slots[ob][moved]] = oa
+            slots[ob][:] = -1
+    if min_keypoints <= 1:
+        for p in np.flatnonzero(owner < 0):
+            person = np.full(num_keypoints, -1, dtype=np.int64)
+            person[peaks.kind[p]] = p
+            slots.append(person)
+    people = [s for s in slots if np.count_nonzero(s >= 0) >= min_keypoints]
+    return np.stack(people) if people else np.zeros((0, num_keypoints), dtype=np.int64)
+
+
+def score_people(peaks: Peaks, assignment: np.ndarray, person_threshold: float, max_persons: int) -> People:
+    """Keypoints and scores; person score is the mean keypoint score with missing keypoints as 0."""
+    n, k = assignment.shape
+    keypoints = np.zeros((n, k, 3), dtype=np.float32)
+    found = assignment >= 0
+    idx = assignment[found]
+    keypoints[found, :2] = peaks.xy[idx]
+    keypoints[found, 2] = peaks.score[idx]
+    scores = keypoints[..., 2].mean(axis=1) if n else np.zeros(0, dtype=np.float32)
+    order = np.argsort(-scores, kind="stable")
+    order = order[scores[order] >= person_threshold][:max_persons]
+    return People(keypoints=keypoints[order], scores=scores[order].astype(np.float32))
+
+
+def decode(heatmaps: np.ndarray, offsets: np.ndarray, meta: ModelMeta,
+           config: DecoderConfig | None = None) -> People:
+    """One image's outputs ``[K, h, w]`` and ``[2L, h, w]`` -> people in network-input pixels."""
+    config = config or meta.decoder
+    skeleton = meta.skeleton
+    if heatmaps.shape[0] != skeleton.num_keypoints or offsets.shape[0] != skeleton.num_offset_channels:
+        raise ValueError(f"outputs {heatmaps.shape} / {offsets.shape} do not fit skeleton {skeleton.name}")
+    peaks = refine_peaks(heatmaps, find_peaks(heatmaps, config.heatmap_threshold, config.top_k))
+    connections = connect_limbs(peaks, offsets, skeleton, meta.offset_scale, config.max_offset_distance)
+    assignment = assemble_people(peaks, connections, skeleton.num_keypoints, config.min_keypoints)
+    people = score_people(peaks, assignment, config.person_threshold, config.max_persons)
+    return people.map_xy(lambda uv: map_to_input(uv, meta.stride))

@@ -1,0 +1,37 @@
+"""Engines run a model: ``infer([N, 3, H, W] float32) -> (heatmaps, offsets)``.
+
+One small interface, one module per backend; each backend imports its own
+library inside its module, so ``import rtpose`` pulls in none of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from rtpose.model_meta import ModelMeta
+
+
+class EngineError(RuntimeError):
+    """A model file that cannot be used, or a backend that failed."""
+
+
+class Engine(Protocol):
+    meta: ModelMeta
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+def open_engine(model: str | Path) -> Engine:
+    """The engine for a model file, chosen by what the file is."""
+    path = Path(model)
+    if not path.is_file():
+        raise EngineError(f"model file not found: {path}")
+    if path.suffix == ".onnx":
+        from rtpose.engine.onnxruntime_engine import OnnxRuntimeEngine
+        return OnnxRuntimeEngine(path)
+    raise EngineError(f"{path}: unknown model format '{path.suffix}' (expected .onnx)")

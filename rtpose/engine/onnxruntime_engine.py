@@ -1,0 +1,50 @@
+"""onnxruntime backend: CPU here, CUDA or TensorRT execution providers when installed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from rtpose.engine import EngineError
+from rtpose.model_meta import META_KEY, ModelMeta
+
+# Best first; onnxruntime falls back along the list.
+_PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class OnnxRuntimeEngine:
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int = 0) -> None:
+        self.path = Path(path)
+        available = ort.get_available_providers()
+        self.providers = providers or [p for p in _PREFERRED if p in available]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EngineError(f"{self.path} is not a usable ONNX model: {first}") from None
+        self.meta = read_meta(self.session, self.path)
+        names = [o.name for o in self.session.get_outputs()]
+        if list(self.meta.output_names) != names[:2]:
+            raise EngineError(f"{self.path}: outputs {names} do not match its metadata {self.meta.output_names}")
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        heatmaps, offsets = self.session.run(list(self.meta.output_names), {self.meta.input_name: batch})
+        return heatmaps, offsets
+
+    def close(self) -> None:
+        self.session = None
+
+
+def read_meta(session: ort.InferenceSession, path: Path) -> ModelMeta:
+    text = session.get_modelmeta().custom_metadata_map.get(META_KEY)
+    if text is None:
+        raise EngineError(f"{path} is not an rtpose pose model (no '{META_KEY}' metadata in the file)")
+    try:
+        return ModelMeta.from_json(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EngineError(f"{path}: unreadable rtpose metadata ({exc})") from None

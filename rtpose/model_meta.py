@@ -1,0 +1,92 @@
+"""What a model file says about itself.
+
+Every exported rtpose model carries a :class:`ModelMeta` (as JSON in the ONNX
+``metadata_props`` under the key ``rtpose``), so the runtime needs no side
+arguments: input size, normalisation, output layout, skeleton and decoder
+defaults all come from the file. The trainer builds the same object from its
+config, so training, export and runtime agree by construction.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+from rtpose.skeleton import COCO, Skeleton
+
+META_KEY = "rtpose"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """The knobs of the bottom-up decoder (SimplePose's, named as there)."""
+
+    heatmap_threshold: float = 0.1   # a peak below this is not a keypoint
+    top_k: int = 40                  # peaks kept per keypoint type
+    max_offset_distance: float = 3.0  # map pixels between a guided point and the peak it joins
+    person_threshold: float = 0.05   # mean keypoint score (missing = 0) a person needs
+    max_persons: int = 40
+    min_keypoints: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.heatmap_threshold < 1.0:
+            raise ValueError("heatmap_threshold must be in [0, 1)")
+        if self.top_k < 1 or self.max_persons < 1 or self.min_keypoints < 1:
+            raise ValueError("top_k, max_persons and min_keypoints must be at least 1")
+        if self.max_offset_distance <= 0:
+            raise ValueError("max_offset_distance must be positive")
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Everything the runtime must know to feed a model and read its outputs.
+
+    Inputs are ``float32 [N, 3, H, W]`` in RGB, ``(pixel - mean) / std`` with
+    pixels in 0..255. Outputs are ``heatmaps [N, K, H/s, W/s]`` (already
+    through a sigmoid) and ``offsets [N, 2L, H/s, W/s]``: channel pair ``i`` is
+    ``(dx, dy)`` from keypoint ``a`` to keypoint ``b`` of directed limb ``i``
+    of the skeleton, in map pixels divided by ``offset_scale``.
+    """
+
+    input_width: int = 320
+    input_height: int = 256
+    stride: int = 4
+    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    offset_scale: float = 8.0
+    skeleton: Skeleton = COCO
+    architecture: str = "simplepose-small"
+    input_name: str = "image"
+    output_names: tuple[str, str] = ("heatmaps", "offsets")
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    versions: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def map_width(self) -> int:
+        return self.input_width // self.stride
+
+    @property
+    def map_height(self) -> int:
+        return self.input_height // self.stride
+
+    def with_versions(self, **versions: str) -> "ModelMeta":
+        return replace(self, versions={**self.versions, **versions})
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["skeleton"] = self.skeleton.to_dict()
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelMeta":
+        d = json.loads(text)
+        if d.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"rtpose metadata format {d.get('format_version')} is not {FORMAT_VERSION}")
+        d["skeleton"] = Skeleton.from_dict(d["skeleton"])
+        d["decoder"] = DecoderConfig(**d["decoder"])
+        d["mean"] = tuple(d["mean"])
+        d["std"] = tuple(d["std"])
+        d["output_names"] = tuple(d["output_names"])
+        return cls(**d)

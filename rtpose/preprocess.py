@@ -1,0 +1,76 @@
+"""Letterbox and normalisation: image in, network input out, transform kept.
+
+The transform is kept so that poses found in network-input pixels come back
+in the coordinates of the original image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from rtpose.model_meta import ModelMeta
+
+PAD_VALUE = 0
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """``input = original * scale + (pad_x, pad_y)``."""
+
+    scale: float
+    pad_x: int
+    pad_y: int
+
+    def to_original(self, xy: np.ndarray) -> np.ndarray:
+        """Map ``[..., 2]`` points from network-input pixels back to the original image."""
+        out = np.array(xy, dtype=np.float32, copy=True)
+        out[..., 0] = (out[..., 0] - self.pad_x) / self.scale
+        out[..., 1] = (out[..., 1] - self.pad_y) / self.scale
+        return out
+
+    def to_input(self, xy: np.ndarray) -> np.ndarray:
+        out = np.array(xy, dtype=np.float32, copy=True)
+        out[..., 0] = out[..., 0] * self.scale + self.pad_x
+        out[..., 1] = out[..., 1] * self.scale + self.pad_y
+        return out
+
+
+def letterbox_transform(width: int, height: int, input_width: int, input_height: int) -> Letterbox:
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image has no pixels ({width}x{height})")
+    scale = min(input_width / width, input_height / height)
+    new_w, new_h = round(width * scale), round(height * scale)
+    return Letterbox(scale=scale, pad_x=(input_width - new_w) // 2, pad_y=(input_height - new_h) // 2)
+
+
+def letterbox(image: np.ndarray, input_width: int, input_height: int) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping aspect ratio and pad to ``input_width x input_height``."""
+    h, w = image.shape[:2]
+    box = letterbox_transform(w, h, input_width, input_height)
+    new_w, new_h = round(w * box.scale), round(h * box.scale)
+    interpolation = cv2.INTER_AREA if box.scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    canvas = np.full((input_height, input_width, 3), PAD_VALUE, dtype=np.uint8)
+    canvas[box.pad_y:box.pad_y + new_h, box.pad_x:box.pad_x + new_w] = resized
+    return canvas, box
+
+
+def normalize(images_bgr: np.ndarray, meta: ModelMeta) -> np.ndarray:
+    """``[N, H, W, 3]`` or ``[H, W, 3]`` uint8 BGR -> ``[N, 3, H, W]`` float32 RGB, normalised."""
+    batch = images_bgr if images_bgr.ndim == 4 else images_bgr[None]
+    rgb = batch[..., ::-1].astype(np.float32)
+    rgb -= np.asarray(meta.mean, dtype=np.float32)
+    rgb /= np.asarray(meta.std, dtype=np.float32)
+    return np.ascontiguousarray(rgb.transpose(0, 3, 1, 2))
+
+
+def preprocess(image_bgr: np.ndarray, meta: ModelMeta) -> tuple[np.ndarray, Letterbox]:
+    """One BGR image -> a ``[1, 3, H, W]`` network input and its letterbox."""
+    if image_bgr is None or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        shape = None if image_bgr is None else image_bgr.shape
+        raise ValueError(f"expected an HxWx3 BGR image, got shape {shape}")
+    canvas, box = letterbox(image_bgr, meta.input_width, meta.input_height)
+    return normalize(canvas, meta), box

@@ -1,0 +1,116 @@
+"""Each decoder step alone, on small hand-written maps, then the chain on encoded targets."""
+
+import numpy as np
+import pytest
+
+from rtpose.decoder import (Peaks, assemble_people, connect_limbs, decode, find_peaks, input_to_map,
+                            map_to_input, refine_peaks, score_people)
+from rtpose.model_meta import DecoderConfig, ModelMeta
+from rtpose.skeleton import Skeleton
+from trainer.targets import encode
+
+# Three keypoints in a chain: a - b - c.
+CHAIN = Skeleton("chain", ("a", "b", "c"), (), (0.1, 0.1, 0.1), ((0, 1), (1, 2)))
+
+
+def gaussian(h, w, x, y, sigma=1.0):
+    ys, xs = np.mgrid[0:h, 0:w]
+    return np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma ** 2)).astype(np.float32)
+
+
+def test_find_peaks_keeps_local_maxima_above_threshold():
+    heat = np.zeros((2, 6, 6), np.float32)
+    heat[0, 1, 1], heat[0, 4, 4], heat[0, 4, 3] = 0.9, 0.5, 0.4   # (4,3) is beside a higher one
+    heat[1, 2, 2] = 0.05                                              # below threshold
+    peaks = find_peaks(heat, threshold=0.1, top_k=10)
+    assert sorted(map(tuple, peaks.cell.tolist())) == [(1, 1), (4, 4)]
+    assert set(peaks.kind.tolist()) == {0}
+
+
+def test_find_peaks_plateau_gives_one_peak_and_top_k_keeps_best():
+    heat = np.zeros((1, 5, 8), np.float32)
+    heat[0, 2, 2] = heat[0, 2, 3] = 0.7       # flat top of two cells
+    heat[0, 0, 6], heat[0, 4, 6] = 0.3, 0.5
+    assert len(find_peaks(heat, 0.1, top_k=10)) == 3
+    best = find_peaks(heat, 0.1, top_k=2)
+    assert sorted(best.score.tolist()) == pytest.approx([0.5, 0.7])
+
+
+@pytest.mark.parametrize("x, y", [(3.3, 4.7), (5.0, 5.0), (2.6, 3.45)])
+def test_refine_peaks_is_exact_on_a_gaussian(x, y):
+    heat = gaussian(10, 10, x, y, sigma=1.3)[None]
+    peaks = refine_peaks(heat, find_peaks(heat, 0.1, 5))
+    assert len(peaks) == 1
+    assert peaks.xy[0] == pytest.approx([x, y], abs=1e-3)
+
+
+def test_map_and_input_coordinates_are_inverse():
+    xy = np.array([[0.0, 0.0], [17.25, 100.5]])
+    assert map_to_input(input_to_map(xy, 4), 4) == pytest.approx(xy)
+    assert input_to_map(np.array([1.5, 5.5]), 4) == pytest.approx([0.0, 1.0])   # cell centres
+
+
+def _two_chains():
+    """Two people side by side: a above b above c, 3 cells apart; offsets exact."""
+    people = [np.array([[2.0, 1.0], [2.0, 4.0], [2.0, 7.0]]), np.array([[8.0, 1.0], [8.0, 4.0], [8.0, 7.0]])]
+    kinds = np.array([0, 1, 2, 0, 1, 2])
+    cells = np.concatenate(people).astype(np.int64)
+    peaks = Peaks(kind=kinds, cell=cells, xy=cells.astype(np.float32), score=np.full(6, 0.9, np.float32))
+    offsets = np.zeros((CHAIN.num_offset_channels, 10, 12), np.float32)
+    for person in people:
+        for d, (a, b) in enumerate(CHAIN.directed_limbs):
+            (xa, ya), (xb, yb) = person[a].astype(int), person[b]
+            offsets[2 * d:2 * d + 2, ya, xa] = (xb - xa, yb - ya)
+    return peaks, offsets
+
+
+def test_connect_limbs_pairs_each_guide_with_its_own_person():
+    peaks, offsets = _two_chains()
+    connections = connect_limbs(peaks, offsets, CHAIN, offset_scale=1.0, max_distance=1.0)
+    pairs = {(int(a), int(b)) for a, b, _ in connections}
+    assert pairs == {(0, 1), (1, 2), (3, 4), (4, 5)}
+
+
+def test_assemble_people_groups_greedily_without_duplicate_keypoint_types():
+    peaks, offsets = _two_chains()
+    connections = connect_limbs(peaks, offsets, CHAIN, 1.0, 1.0)
+    # A wrong, weaker connection across people must not join them.
+    connections = np.concatenate([connections, [[0, 4, 0.1]]])
+    people = assemble_people(peaks, connections, 3, min_keypoints=2)
+    assert sorted(map(tuple, people.tolist())) == [(0, 1, 2), (3, 4, 5)]
+
+
+def test_assemble_people_merges_partial_people():
+    peaks, _ = _two_chains()
+    # a-b and b-c of the first person arrive as separate parts, then join through b.
+    connections = np.array([[0, 1, 0.9], [1, 2, 0.8]])
+    assert assemble_people(peaks, connections, 3, 2).tolist() == [[0, 1, 2]]
+    # Parts of two people that no connection links stay two people.
+    halves = np.array([[0, 1, 0.9], [4, 5, 0.8]])
+    assert len(assemble_people(peaks, halves, 3, 2)) == 2
+
+
+def test_score_people_orders_and_thresholds():
+    peaks, _ = _two_chains()
+    peaks = Peaks(peaks.kind, peaks.cell, peaks.xy, np.array([0.9, 0.9, 0.9, 0.2, 0.2, 0.0], np.float32))
+    people = score_people(peaks, np.array([[3, 4, -1], [0, 1, 2]]), person_threshold=0.1, max_persons=5)
+    assert people.scores.tolist() == pytest.approx([0.9, 0.4 / 3])
+    assert people.keypoints[1, 2].tolist() == [0.0, 0.0, 0.0]       # missing keypoint
+    assert len(score_people(peaks, np.array([[3, 4, -1], [0, 1, 2]]), 0.5, 5)) == 1
+
+
+def test_decode_recovers_encoded_people_in_input_pixels():
+    meta = ModelMeta(input_width=96, input_height=64, skeleton=CHAIN, decoder=DecoderConfig(heatmap_threshold=0.2))
+    truth = np.array([[[20.3, 10.2, 2], [22.1, 30.7, 2], [19.4, 52.9, 2]],
+                      [[70.0, 12.0, 2], [66.2, 33.1, 1], [71.8, 50.4, 2]]], np.float32)
+    targets = encode(truth, np.array([1500.0, 1500.0]), meta)
+    people = decode(targets.heatmaps, targets.offsets, meta)
+    assert len(people) == 2
+    found = people.keypoints[np.argsort(people.keypoints[:, 0, 0])]
+    assert found[..., :2] == pytest.approx(truth[..., :2], abs=0.05)
+
+
+def test_decode_refuses_outputs_of_another_skeleton():
+    meta = ModelMeta(input_width=64, input_height=64, skeleton=CHAIN)
+    with pytest.raises(ValueError, match="do not fit skeleton"):
+        decode(np.zeros((17, 16, 16), np.float32), np.zeros((8, 16, 16), np.float32), meta)

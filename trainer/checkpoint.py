@@ -1,0 +1,78 @@
+"""Checkpoints: what they hold, how they load, and an engine that runs one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rtpose.model_meta import ModelMeta
+from trainer.config import TrainConfig, config_from_dict
+from trainer.model import SimplePoseNet
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, config: TrainConfig,
+                    meta: ModelMeta, metrics: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,                 # epochs completed
+        "config": config.to_dict(),
+        "meta": meta.to_json(),
+        "metrics": metrics,
+    }, tmp)
+    tmp.replace(path)                   # never leave a half-written checkpoint behind
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise CheckpointError(f"{p} is not an rtpose checkpoint ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or not {"model", "config", "meta"} <= set(ckpt):
+        raise CheckpointError(f"{p} is not an rtpose checkpoint (no model/config/meta)")
+    return ckpt
+
+
+def load_model(path: str | Path) -> tuple[SimplePoseNet, ModelMeta, TrainConfig]:
+    """The model of a checkpoint, in eval mode, with its metadata and training config."""
+    ckpt = read_checkpoint(path)
+    config = config_from_dict(ckpt["config"], f"{path} (config)")
+    meta = ModelMeta.from_json(ckpt["meta"])
+    model = SimplePoseNet(meta.skeleton, config.model_config())
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit the {meta.architecture} architecture ({first})") from None
+    return model.eval(), meta, config
+
+
+class CheckpointEngine:
+    """Runs a checkpoint's model in torch on the CPU, behind the runtime's Engine interface."""
+
+    def __init__(self, model: SimplePoseNet, meta: ModelMeta) -> None:
+        self.model, self.meta = model.eval(), meta
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "CheckpointEngine":
+        model, meta, _ = load_model(path)
+        return cls(model, meta)
+
+    @torch.no_grad()
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        heatmaps, offsets = self.model(torch.from_numpy(batch))
+        return heatmaps.numpy(), offsets.numpy()
+
+    def close(self) -> None:
+        pass

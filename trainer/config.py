@@ -1,0 +1,96 @@
+"""One flat YAML file per training experiment, read into a frozen dataclass.
+
+No inheritance between configs and no unknown keys: a typo is an error, not
+a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from rtpose.model_meta import ModelMeta
+from rtpose.skeleton import Skeleton
+from trainer.model import ModelConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    train_annotations: str
+    train_images: str | None = None          # default: <annotation dir>/images
+    val_annotations: str | None = None
+    val_images: str | None = None
+    output_dir: str = "runs/experiment"
+    # model
+    input_width: int = 320
+    input_height: int = 256
+    widths: tuple[int, ...] = ModelConfig.widths
+    blocks: tuple[int, ...] = ModelConfig.blocks
+    neck_width: int = ModelConfig.neck_width
+    head_width: int = ModelConfig.head_width
+    init_weights: str | None = None           # a state dict to start from
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    offset_loss_weight: float = 5.0
+    flip_prob: float = 0.5
+    # machinery
+    workers: int = 1
+    threads: int = 0                          # torch intra-op threads; 0 = torch's default
+    seed: int = 0
+    val_every: int = 1                        # epochs between validations
+    max_train_images: int | None = None       # use only the first N training images
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(widths=tuple(self.widths), blocks=tuple(self.blocks),
+                           neck_width=self.neck_width, head_width=self.head_width)
+
+    def model_meta(self, skeleton: Skeleton) -> ModelMeta:
+        return ModelMeta(input_width=self.input_width, input_height=self.input_height, skeleton=skeleton)
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+
+def config_from_dict(d: dict, source: str = "config") -> TrainConfig:
+    known = {f.name: f for f in fields(TrainConfig)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{unknown[0]}' (known keys: {', '.join(known)})")
+    if "train_annotations" not in d:
+        raise ConfigError(f"{source}: 'train_annotations' is required")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    try:
+        config = TrainConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.type in ("int", "float") and not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: '{f.name}' must be a number, got {value!r}")
+    if config.input_width % 32 or config.input_height % 32:
+        raise ConfigError(f"{source}: input_width and input_height must be multiples of 32")
+    return config
+
+
+def load_config(path: str | Path, **overrides) -> TrainConfig:
+    """Read a YAML config; ``overrides`` that are not None replace its values."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{p}: expected a mapping of keys to values")
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return config_from_dict(d, str(p))

@@ -1,0 +1,26 @@
+"""SimplePose's losses: focal L2 on heatmaps, masked L1 on guiding offsets."""
+
+from __future__ import annotations
+
+import torch
+
+
+def focal_l2_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                  alpha: float = 0.1, beta: float = 0.02, gamma: float = 2.0) -> torch.Tensor:
+    """L2 weighted down where the prediction is already good (SimplePose's focal L2).
+
+    ``st`` is how close the prediction is to its goal, ``pred`` for keypoint
+    regions and ``1 - pred`` for background, shifted by ``alpha``/``beta`` so
+    that nearly right pixels still count a little. ``mask`` is ``[N, h, w]``.
+    Summed over pixels, averaged over images and keypoint types.
+    """
+    st = torch.where(target >= 0.01, pred - alpha, 1 - pred - beta)
+    factor = torch.abs(1.0 - st) ** gamma
+    loss = (pred - target) ** 2 * factor * mask[:, None]
+    return loss.sum() / (pred.shape[0] * pred.shape[1])   # per image and keypoint map
+
+
+def offset_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean L1 over supervised positions; ``mask`` is ``[N, D, h, w]`` for ``2D`` offset channels."""
+    mask2 = mask.repeat_interleave(2, dim=1)
+    return (torch.abs(pred - target) * mask2).sum() / mask2.sum().clamp(min=1.0)
