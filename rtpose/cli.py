@@ -16,6 +16,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from rtpose.progress import Progress
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Real-time multi-person pose estimation.")
 synth_app = typer.Typer(no_args_is_help=True, help="Make synthetic people: COCO-format datasets and videos.")
@@ -54,17 +56,6 @@ def clean_errors(fn):
     return wrapper
 
 
-def _progress_callback(total: int, label: str, unit: str):
-    from rtpose.progress import Progress
-    bar = Progress(total, label, unit)
-
-    def step(done: int, _total: int) -> None:
-        bar.update(done - bar.done)
-        if done == _total:
-            bar.close()
-    return step
-
-
 @synth_app.command("dataset")
 @clean_errors
 def synth_dataset(
@@ -79,7 +70,7 @@ def synth_dataset(
     """A COCO-format keypoint dataset of rendered people."""
     from rtpose.synthetic.scene import SceneConfig, write_dataset
     config = SceneConfig(width=width, height=height, min_people=min_people, max_people=max_people)
-    path = write_dataset(out, images, seed, config, progress=_progress_callback(images, "synth", "img"))
+    path = write_dataset(out, images, seed, config, progress=Progress(images, "synth", "img").callback())
     typer.echo(f"wrote {images} images and {path}")
 
 
@@ -97,7 +88,7 @@ def synth_video(
     """A short video of people walking, turning and waving, with ground-truth keypoints and identities."""
     from rtpose.synthetic.video import write_video
     path = write_video(out, seed, num_frames=frames, width=width, height=height, fps=fps, num_people=people,
-                       progress=_progress_callback(frames, "synth video", "frame"))
+                       progress=Progress(frames, "synth video", "frame").callback())
     typer.echo(f"wrote {path} and {path.with_suffix('.json')}")
 
 
@@ -128,7 +119,6 @@ def evaluate(
     batch_size: int = 8,
 ) -> None:
     """COCO keypoint AP/AR of a model on a dataset, through pycocotools."""
-    from rtpose.progress import Progress
     from trainer.annotations import load_keypoint_set
     from trainer.evaluate import evaluate as run_eval
     engine = _open_any_engine(model)
@@ -170,6 +160,96 @@ def export(
         path = export_onnx(checkpoint, output, opset=opset or DEFAULT_OPSET)
         typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         typer.echo(f"parity: {check_parity(checkpoint, path)}")
+
+
+def _decoder_config(model: Path, **knobs):
+    """The model's own decoder defaults with the knobs the user gave replaced."""
+    given = {k: v for k, v in knobs.items() if v is not None}
+    if not given:
+        return None
+    from dataclasses import replace
+    from rtpose.engine import open_engine
+    engine = open_engine(model)
+    defaults = engine.meta.decoder
+    engine.close()
+    return replace(defaults, **given)
+
+
+HeatmapThreshold = Annotated[Optional[float], typer.Option(help="Decoder: lowest keypoint score (model default).")]
+TopK = Annotated[Optional[int], typer.Option(help="Decoder: peaks kept per keypoint type.")]
+MaxOffsetDistance = Annotated[Optional[float], typer.Option(help="Decoder: map pixels a guide may miss by.")]
+PersonThreshold = Annotated[Optional[float], typer.Option(help="Decoder: lowest person score.")]
+MaxPersons = Annotated[Optional[int], typer.Option(help="Decoder: most people per frame.")]
+ModelOption = Annotated[Path, typer.Option(help="Model file (.onnx); default: the shipped model.")]
+
+
+@app.command()
+@clean_errors
+def run(
+    source: Annotated[str, typer.Option(help="Video file, image, image folder, or camera (0, camera, camera:1).")],
+    model: ModelOption = None,
+    output: Annotated[Optional[Path], typer.Option(help="Annotated video to write (.mp4, .avi).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="JSON lines of poses, one line per frame.")] = None,
+    show: Annotated[bool, typer.Option(help="Show the annotated frames in a window (q quits).")] = False,
+    overlay: Annotated[bool, typer.Option(help="Draw FPS and latency on the frames.")] = True,
+    heatmap_threshold: HeatmapThreshold = None,
+    top_k: TopK = None,
+    max_offset_distance: MaxOffsetDistance = None,
+    person_threshold: PersonThreshold = None,
+    max_persons: MaxPersons = None,
+) -> None:
+    """Estimate poses on a video, images or a camera; write an annotated video and/or JSON lines."""
+    from rtpose.pipeline import RunOptions
+    from rtpose.runner import DEFAULT_MODEL, Outputs, run as run_pipeline
+    model = model or DEFAULT_MODEL
+    decoder = _decoder_config(model, heatmap_threshold=heatmap_threshold, top_k=top_k,
+                              max_offset_distance=max_offset_distance, person_threshold=person_threshold,
+                              max_persons=max_persons)
+    if not (output or json_out or show):
+        typer.echo("note: no --output, --json or --show given; poses are computed and not kept", err=True)
+    summary = run_pipeline(source, model, Outputs(output, json_out, show), RunOptions(decoder=decoder, overlay=overlay))
+    typer.echo(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} FPS)")
+    for path in (output, json_out):
+        if path:
+            typer.echo(f"wrote {path}")
+
+
+@app.command()
+@clean_errors
+def bench(
+    source: Annotated[str, typer.Option(help="Video file, image folder or camera to measure on.")],
+    model: ModelOption = None,
+    frames: Annotated[Optional[int], typer.Option(help="Use only the first N frames.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the figures as JSON here.")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Also write the annotated video (sink cost included).")] = None,
+) -> None:
+    """FPS and per-stage latency: threaded pipeline, the same work in one thread, and the engine alone."""
+    from rtpose.runner import DEFAULT_MODEL, Outputs, bench as run_bench, format_bench
+    report = run_bench(source, model or DEFAULT_MODEL, frames, Outputs(video=output))
+    typer.echo(format_bench(report))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+        typer.echo(f"wrote {json_out}")
+
+
+@app.command()
+@clean_errors
+def demo(
+    out_dir: Annotated[Path, typer.Option(help="Folder for the demo video and its outputs.")] = Path("rtpose-demo"),
+    frames: int = 90,
+    people: int = 4,
+    seed: int = 7,
+) -> None:
+    """Everything on a fresh machine: make a video of synthetic people, run the shipped model, write the results."""
+    from rtpose.runner import demo as run_demo
+    result = run_demo(out_dir, frames=frames, seed=seed, people=people)
+    s = result["summary"]
+    typer.echo(f"input video:     {result['input']} (ground truth: {result['ground_truth']})")
+    typer.echo(f"annotated video: {result['outputs'].video}")
+    typer.echo(f"poses:           {result['outputs'].json_lines}")
+    typer.echo(f"{s['frames']} frames at {s['fps']:.1f} FPS end to end; "
+               f"latency median {s['latency']['median_ms']:.0f} ms")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -33,6 +33,14 @@ class Progress:
                 self.stream.write(self._line() + "\n")
                 self.stream.flush()
 
+    def callback(self):
+        """A ``progress(done, total)`` function for code that reports counts, closing at the end."""
+        def step(done: int, total: int) -> None:
+            self.update(done - self.done)
+            if done == total:
+                self.close()
+        return step
+
     def close(self) -> None:
         if self._tty:
             self.stream.write("\r" + self._line() + "\x1b[K\n")

@@ -59,7 +59,7 @@ def load_model(path: str | Path) -> tuple[SimplePoseNet, ModelMeta, TrainConfig]
 
 
 class CheckpointEngine:
-    """Runs a checkpoint's model in torch on the CPU, behind the runtime's Engine interface."""
+    """Runs a checkpoint's model in torch (on the model's device), behind the runtime's Engine interface."""
 
     def __init__(self, model: SimplePoseNet, meta: ModelMeta) -> None:
         self.model, self.meta = model.eval(), meta
@@ -71,8 +71,9 @@ class CheckpointEngine:
 
     @torch.no_grad()
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        heatmaps, offsets = self.model(torch.from_numpy(batch))
-        return heatmaps.numpy(), offsets.numpy()
+        device = next(self.model.parameters()).device
+        heatmaps, offsets = self.model(torch.from_numpy(batch).to(device))
+        return heatmaps.cpu().numpy(), offsets.cpu().numpy()
 
     def close(self) -> None:
         pass

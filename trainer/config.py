@@ -43,6 +43,7 @@ class TrainConfig:
     offset_loss_weight: float = 5.0
     flip_prob: float = 0.5
     # machinery
+    device: str = "auto"                      # auto (CUDA when present), cpu, cuda, cuda:1, ...
     workers: int = 1
     threads: int = 0                          # torch intra-op threads; 0 = torch's default
     seed: int = 0

@@ -10,6 +10,7 @@ with its optimizer and scheduler.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def train(config: TrainConfig, resume: str | Path | None = None, log=print) -> P
     model = SimplePoseNet(train_set.skeleton, config.model_config())
     if config.init_weights:
         load_weights(model, config.init_weights)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto"
+                          else config.device)
+    model.to(device)
 
     dataset = PoseDataset(train_set, meta, flip_prob=config.flip_prob, seed=config.seed)
     loader = torch.utils.data.DataLoader(
@@ -51,20 +55,21 @@ def train(config: TrainConfig, resume: str | Path | None = None, log=print) -> P
         num_workers=config.workers, persistent_workers=False,
         generator=torch.Generator().manual_seed(config.seed))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * len(loader), pct_start=0.1)
+    # The schedule is a function of the config, not state in the checkpoint,
+    # so a run resumed with more epochs stretches it instead of failing.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.epochs * len(loader)))
 
     start_epoch, best_ap = 0, -1.0
     if resume:
         start_epoch, best_ap = _resume(resume, config, model, optimizer, scheduler)
         log(f"resumed from {resume} at epoch {start_epoch}")
 
-    log(f"training {meta.architecture} on {len(train_set)} images of {train_set.annotation_file} "
+    log(f"training {meta.architecture} on {device}, {len(train_set)} images of {train_set.annotation_file} "
         f"for {config.epochs} epochs; checkpoints in {out}")
     last = out / "last.pt"
     for epoch in range(start_epoch, config.epochs):
         dataset.epoch = epoch
-        metrics = train_one_epoch(model, loader, optimizer, scheduler, config, epoch)
+        metrics = train_one_epoch(model, loader, optimizer, scheduler, config, epoch, device)
         if val_set is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
             result = evaluate(CheckpointEngine(model, meta), val_set)
             model.train()
@@ -79,12 +84,25 @@ def train(config: TrainConfig, resume: str | Path | None = None, log=print) -> P
     return last
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, config: TrainConfig, epoch: int) -> dict:
+def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, final: float = 0.02):
+    """Learning-rate factor per step: linear warm-up, then cosine down to ``final``."""
+    warmup = max(1, int(warmup_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min((step - warmup) / max(1, total_steps - warmup), 1.0)
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, config: TrainConfig, epoch: int, device) -> dict:
     model.train()
     sums = {"loss": 0.0, "heatmap_loss": 0.0, "offset_loss": 0.0}
     started = time.perf_counter()
     with Progress(len(loader), f"epoch {epoch + 1}/{config.epochs}", unit="batch") as bar:
         for batch in loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             heatmaps, offsets = model(batch["image"])
             heatmap_loss = focal_l2_loss(heatmaps, batch["heatmaps"], batch["heatmap_mask"])
             offset_loss = offset_l1_loss(offsets, batch["offsets"], batch["offset_mask"])

@@ -21,6 +21,9 @@ class OnnxRuntimeEngine:
         self.providers = providers or [p for p in _PREFERRED if p in available]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        # Threads that spin while waiting for work take the CPU from the other
+        # pipeline stages; on a small CPU that costs more than it saves.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)

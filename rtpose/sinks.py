@@ -1,0 +1,116 @@
+"""Where results go: an annotated video file, JSON lines, a window, or nowhere.
+
+Every sink is closed in the pipeline's ``finally``, so what was written before
+a failure is a finished, playable file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+from rtpose.decoder import People
+
+
+class SinkError(RuntimeError):
+    pass
+
+
+class StopRequested(Exception):
+    """A sink asks the run to end cleanly (the user closed the window)."""
+
+
+class Sink(Protocol):
+    def write(self, frame) -> None:
+        """``frame`` is a :class:`rtpose.pipeline.Frame` with ``rendered`` and ``people`` set."""
+
+    def close(self) -> None: ...
+
+
+# Tried in order: H.264 plays everywhere but needs an encoder OpenCV may lack;
+# MPEG-4 part 2 is always in OpenCV's wheels and plays in common players.
+_FOURCCS = {".mp4": ("avc1", "mp4v"), ".m4v": ("avc1", "mp4v"), ".mov": ("avc1", "mp4v"),
+            ".avi": ("MJPG", "XVID"), ".mkv": ("X264", "MJPG")}
+
+
+class VideoSink:
+    def __init__(self, path: str | Path, fps: float) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in _FOURCCS:
+            raise SinkError(f"{self.path}: unsupported video type (use {', '.join(_FOURCCS)})")
+        if not self.path.parent.is_dir():
+            raise SinkError(f"output folder does not exist: {self.path.parent}")
+        self.fps = fps if fps and fps > 0 else 30.0
+        self.writer: cv2.VideoWriter | None = None
+        self.frames = 0
+
+    def _open(self, width: int, height: int) -> cv2.VideoWriter:
+        for code in _FOURCCS[self.path.suffix.lower()]:
+            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*code), self.fps, (width, height))
+            if writer.isOpened():
+                self.codec = code
+                return writer
+            writer.release()
+        raise SinkError(f"cannot write video {self.path}: no working encoder")
+
+    def write(self, frame) -> None:
+        image = frame.rendered
+        if self.writer is None:
+            self.writer = self._open(image.shape[1], image.shape[0])
+        self.writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+def people_to_json(people: People) -> list[dict]:
+    return [{"score": round(float(score), 4),
+             "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(s), 4)] for x, y, s in kps]}
+            for kps, score in zip(people.keypoints, people.scores)]
+
+
+class JsonLinesSink:
+    """One line per frame: ``{"frame", "timestamp", "persons": [{"score", "keypoints": [[x, y, score]]}]}``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.file = open(self.path, "w")
+        except OSError as exc:
+            raise SinkError(f"cannot write {self.path}: {exc.strerror}") from None
+
+    def write(self, frame) -> None:
+        record = {"frame": frame.index, "timestamp": round(frame.timestamp, 4), "persons": people_to_json(frame.people)}
+        if frame.name:
+            record["image"] = frame.name
+        self.file.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class WindowSink:
+    """``--show``: an OpenCV window; q or Esc ends the run."""
+
+    def __init__(self, title: str = "rtpose") -> None:
+        self.title = title
+
+    def write(self, frame) -> None:
+        try:
+            cv2.imshow(self.title, frame.rendered)
+            key = cv2.waitKey(1) & 0xFF
+        except cv2.error:
+            raise SinkError("cannot open a window here (no display?); drop --show") from None
+        if key in (ord("q"), 27):
+            raise StopRequested
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+        except cv2.error:
+            pass

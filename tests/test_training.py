@@ -1,0 +1,114 @@
+"""Train, resume, export and evaluate, end to end on a tiny synthetic set, as the CLI runs them."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rtpose.cli import app
+from rtpose.engine.onnxruntime_engine import OnnxRuntimeEngine
+from rtpose.model_meta import META_KEY, DecoderConfig, ModelMeta
+from rtpose.synthetic.scene import SceneConfig, write_dataset
+from trainer.annotations import load_keypoint_set
+from trainer.checkpoint import CheckpointEngine, read_checkpoint
+from trainer.evaluate import evaluate
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    scene = SceneConfig(width=128, height=96, min_people=1, max_people=2)
+    write_dataset(root / "train", 12, seed=1, config=scene)
+    write_dataset(root / "val", 4, seed=2, config=scene)
+    config = root / "exp.yaml"
+    config.write_text(
+        f"train_annotations: {root / 'train/annotations.json'}\n"
+        f"val_annotations: {root / 'val/annotations.json'}\n"
+        f"output_dir: {root / 'run'}\n"
+        "input_width: 128\ninput_height: 96\nwidths: [8, 8, 16, 16, 16]\nneck_width: 16\nhead_width: 16\n"
+        "epochs: 2\nbatch_size: 4\nworkers: 0\n")
+    result = runner.invoke(app, ["train", str(config), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    return root, config
+
+
+def test_checkpoint_holds_everything_needed_to_resume(tiny_run):
+    root, _ = tiny_run
+    ckpt = read_checkpoint(root / "run/last.pt")
+    assert {"model", "optimizer", "scheduler", "epoch", "config", "meta"} <= set(ckpt)
+    assert ckpt["epoch"] == 1 and ckpt["config"]["input_width"] == 128
+    assert ModelMeta.from_json(ckpt["meta"]).skeleton.name == "coco"
+
+
+def test_resume_continues_from_the_saved_epoch(tiny_run):
+    root, config = tiny_run
+    result = runner.invoke(app, ["train", str(config), "--resume", str(root / "run/last.pt")])
+    assert result.exit_code == 0, result.output
+    epochs = [json.loads(line)["epoch"] for line in (root / "run/metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    assert read_checkpoint(root / "run/last.pt")["epoch"] == 2
+
+
+def test_export_writes_self_describing_onnx_matching_torch(tiny_run):
+    root, _ = tiny_run
+    out = root / "model.onnx"
+    result = runner.invoke(app, ["export", str(root / "run/last.pt"), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "max |diff| heatmaps" in result.output
+    proto = onnx.load(str(out))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    meta = ModelMeta.from_json({p.key: p.value for p in proto.metadata_props}[META_KEY])
+    assert (meta.input_width, meta.input_height, meta.stride) == (128, 96, 4)
+    assert {"torch", "onnx", "rtpose", "opset"} <= set(meta.versions)
+    engine = OnnxRuntimeEngine(out)
+    for batch in (1, 3):                                   # dynamic batch
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 96, 128)).astype(np.float32)
+        heat, off = engine.infer(x)
+        ckpt_heat, ckpt_off = CheckpointEngine.from_file(root / "run/last.pt").infer(x)
+        assert heat.shape == (batch, 17, 24, 32) and off.shape == (batch, 72, 24, 32)
+        assert np.abs(heat - ckpt_heat).max() < 1e-4 and np.abs(off - ckpt_off).max() < 1e-4
+
+
+def test_eval_of_onnx_and_checkpoint_find_the_same_people(tiny_run):
+    root, _ = tiny_run
+    runner.invoke(app, ["export", str(root / "run/last.pt"), "--output", str(root / "model.onnx")])
+    kset = load_keypoint_set(root / "val/annotations.json")
+    # A barely trained model: a low threshold makes sure there are people to compare.
+    loose = DecoderConfig(heatmap_threshold=0.01, person_threshold=0.0)
+    a = evaluate(CheckpointEngine.from_file(root / "run/last.pt"), kset, loose)
+    b = evaluate(OnnxRuntimeEngine(root / "model.onnx"), kset, loose)
+    assert len(a.results) > 0 and len(a.results) == len(b.results)
+    ka = np.array([r["keypoints"] for r in a.results])
+    kb = np.array([r["keypoints"] for r in b.results])
+    # The untrained maps are nearly flat, so a 1e-7 difference can swap two
+    # almost equal peaks now and then; nearly all keypoints must agree.
+    assert np.mean(np.abs(ka - kb) < 0.05) > 0.97
+    assert a.stats["AP"] == pytest.approx(b.stats["AP"], abs=0.01)
+
+
+def test_eval_cli_prints_the_table_and_writes_json(tiny_run):
+    root, _ = tiny_run
+    out = root / "eval.json"
+    result = runner.invoke(app, ["eval", str(root / "run/last.pt"), "--annotations",
+                                 str(root / "val/annotations.json"), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets= 20 ]" in result.output
+    assert set(json.loads(out.read_text())) >= {"AP", "AP50", "AR"}
+
+
+def test_user_weights_load_into_the_model(tiny_run, tmp_path):
+    from trainer.model import SimplePoseNet, load_weights
+    from trainer.checkpoint import load_model
+    model, meta, config = load_model(tiny_run[0] / "run/last.pt")
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    fresh = SimplePoseNet(meta.skeleton, config.model_config())
+    load_weights(fresh, tmp_path / "weights.pt")
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    other = SimplePoseNet(meta.skeleton)                 # default widths: another architecture
+    with pytest.raises(ValueError, match="does not fit this model"):
+        load_weights(other, tmp_path / "weights.pt")
