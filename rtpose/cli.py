@@ -14,9 +14,15 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import typer
+# FFmpeg inside OpenCV prints its own lines for every damaged packet and for
+# each encoder it probes; rtpose reports such problems itself, in one line.
+# Set before cv2 is first used; a user's own setting wins.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 
-from rtpose.progress import Progress
+import typer  # noqa: E402
+
+from rtpose.progress import Progress  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Real-time multi-person pose estimation.")
@@ -92,6 +98,22 @@ def synth_video(
     typer.echo(f"wrote {path} and {path.with_suffix('.json')}")
 
 
+@synth_app.command("frames")
+@clean_errors
+def synth_frames(
+    out: Annotated[Path, typer.Argument(help="Folder to write images/ and annotations.json into.")],
+    videos: Annotated[int, typer.Option(help="Number of videos to take frames from.")] = 60,
+    frames: Annotated[int, typer.Option(help="Frames per video.")] = 90,
+    step: Annotated[int, typer.Option(help="Keep every N-th frame.")] = 3,
+    seed: int = 100,
+) -> None:
+    """A COCO-format dataset of frames from videos of moving people (for training beside still scenes)."""
+    from rtpose.synthetic.video import write_video_dataset
+    path = write_video_dataset(out, videos, seed, num_frames=frames, frame_step=step,
+                               progress=Progress(videos, "synth frames", "video").callback())
+    typer.echo(f"wrote {path}")
+
+
 @app.command()
 @clean_errors
 def train(
@@ -162,19 +184,6 @@ def export(
         typer.echo(f"parity: {check_parity(checkpoint, path)}")
 
 
-def _decoder_config(model: Path, **knobs):
-    """The model's own decoder defaults with the knobs the user gave replaced."""
-    given = {k: v for k, v in knobs.items() if v is not None}
-    if not given:
-        return None
-    from dataclasses import replace
-    from rtpose.engine import open_engine
-    engine = open_engine(model)
-    defaults = engine.meta.decoder
-    engine.close()
-    return replace(defaults, **given)
-
-
 HeatmapThreshold = Annotated[Optional[float], typer.Option(help="Decoder: lowest keypoint score (model default).")]
 TopK = Annotated[Optional[int], typer.Option(help="Decoder: peaks kept per keypoint type.")]
 MaxOffsetDistance = Annotated[Optional[float], typer.Option(help="Decoder: map pixels a guide may miss by.")]
@@ -202,9 +211,9 @@ def run(
     from rtpose.pipeline import RunOptions
     from rtpose.runner import DEFAULT_MODEL, Outputs, run as run_pipeline
     model = model or DEFAULT_MODEL
-    decoder = _decoder_config(model, heatmap_threshold=heatmap_threshold, top_k=top_k,
-                              max_offset_distance=max_offset_distance, person_threshold=person_threshold,
-                              max_persons=max_persons)
+    knobs = {"heatmap_threshold": heatmap_threshold, "top_k": top_k, "max_offset_distance": max_offset_distance,
+             "person_threshold": person_threshold, "max_persons": max_persons}
+    decoder = {k: v for k, v in knobs.items() if v is not None}
     if not (output or json_out or show):
         typer.echo("note: no --output, --json or --show given; poses are computed and not kept", err=True)
     summary = run_pipeline(source, model, Outputs(output, json_out, show), RunOptions(decoder=decoder, overlay=overlay))

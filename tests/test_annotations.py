@@ -72,3 +72,13 @@ def test_config_with_an_unknown_key_is_refused(tmp_path):
     path.write_text("train_annotations: a.json\ninput_width: 100\n")
     with pytest.raises(ConfigError, match="multiples of 32"):
         load_config(path)
+
+
+def test_several_training_sets_are_used_together(shared_data):
+    from trainer.annotations import load_keypoint_sets
+    coco = shared_data / "coco/test_coco.json"
+    both = load_keypoint_sets([coco, coco], [shared_data / "coco", shared_data / "coco"])
+    assert len(both) == 8
+    with pytest.raises(DatasetError, match="crowdpose keypoints"):
+        load_keypoint_sets([coco, shared_data / "crowdpose/test_crowdpose.json"],
+                           [shared_data / "coco", shared_data / "crowdpose"])

@@ -65,6 +65,27 @@ def load_keypoint_set(annotation_file: str | Path, image_root: str | Path | None
     return kset
 
 
+def load_keypoint_sets(annotation_files, image_roots=None) -> KeypointSet:
+    """Several annotation files used as one training set; they must share a skeleton.
+
+    ``annotation_files`` and ``image_roots`` are each one path or a list (a
+    root of None means ``<json dir>/images``).
+    """
+    files = [annotation_files] if isinstance(annotation_files, (str, Path)) else list(annotation_files)
+    roots = image_roots if isinstance(image_roots, (list, tuple)) else [image_roots] * len(files)
+    if len(roots) != len(files):
+        raise DatasetError(f"{len(files)} annotation files but {len(roots)} image folders")
+    sets = [load_keypoint_set(f, r) for f, r in zip(files, roots)]
+    for other in sets[1:]:
+        if other.skeleton != sets[0].skeleton:
+            raise DatasetError(f"{other.annotation_file} has {other.skeleton.name} keypoints, "
+                               f"{sets[0].annotation_file} has {sets[0].skeleton.name}")
+    if len(sets) == 1:
+        return sets[0]
+    return KeypointSet(sets[0].skeleton, [r for s in sets for r in s.images], sets[0].annotation_file,
+                       is_coco_format=all(s.is_coco_format for s in sets))
+
+
 def _read_json(path: Path):
     if not path.is_file():
         raise DatasetError(f"annotation file not found: {path}")

@@ -22,8 +22,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    train_annotations: str
-    train_images: str | None = None          # default: <annotation dir>/images
+    train_annotations: str | tuple[str, ...]  # one file or a list, used together
+    train_images: str | tuple[str, ...] | None = None   # default: <annotation dir>/images for each
     val_annotations: str | None = None
     val_images: str | None = None
     output_dir: str = "runs/experiment"
@@ -41,6 +41,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     offset_loss_weight: float = 5.0
+    refinement_loss_weight: float = 2.0
     flip_prob: float = 0.5
     # machinery
     device: str = "auto"                      # auto (CUDA when present), cpu, cuda, cuda:1, ...

@@ -118,6 +118,42 @@ def iter_video_frames(seed: int, num_frames: int = 90, width: int = 640, height:
         yield image, persons
 
 
+def write_video_dataset(out_dir: str | Path, num_videos: int, seed: int, num_frames: int = 90, frame_step: int = 3,
+                        sizes: tuple[tuple[int, int], ...] = ((640, 360), (640, 480)), fps: float = 15,
+                        people: tuple[int, int] = (2, 6), progress: Progress | None = None) -> Path:
+    """Every ``frame_step``-th frame of ``num_videos`` videos as a COCO-format image dataset.
+
+    Moving people (walking, turning, waving) seen as a camera sees them, for
+    training beside the still scenes of :func:`write_dataset`. Video ``v``
+    uses seed ``(seed, v)``; returns the json path.
+    """
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for v in range(num_videos):
+        rng = np.random.default_rng([seed, v])
+        width, height = sizes[int(rng.integers(len(sizes)))]
+        count = int(rng.integers(people[0], people[1] + 1))
+        frames = iter_video_frames(int(rng.integers(2**31)), num_frames, width, height, fps, count)
+        for frame, (image, persons) in enumerate(frames):
+            if frame % frame_step:
+                continue
+            image_id = len(images) + 1
+            name = f"{v:04d}_{frame:04d}.jpg"
+            cv2.imwrite(str(out_dir / "images" / name), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            images.append({"id": image_id, "file_name": name, "width": width, "height": height,
+                           "video": v, "frame_index": frame})
+            annotations += [coco_annotation(p, len(annotations) + 1, image_id) for p in persons]
+        if progress is not None:
+            progress(v + 1, num_videos)
+    info = {"description": "rtpose synthetic video frames", "seed": seed, "videos": num_videos,
+            "frame_step": frame_step}
+    path = out_dir / "annotations.json"
+    path.write_text(json.dumps({"info": info, "images": images, "annotations": annotations,
+                                "categories": coco_categories()}))
+    return path
+
+
 def write_video(out_path: str | Path, seed: int, num_frames: int = 90, width: int = 640, height: int = 360,
                 fps: float = 15, num_people: int = 3, progress: Progress | None = None) -> Path:
     """Write an mp4 and, beside it (.json), its COCO keypoint ground truth with track ids."""
