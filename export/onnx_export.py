@@ -22,13 +22,12 @@ DEFAULT_OPSET = 18
 
 @dataclass(frozen=True)
 class ParityReport:
-    max_abs_heatmaps: float
-    max_abs_offsets: float
+    max_abs_diff: dict[str, float]     # output name -> largest difference
     batch: int
 
     def __str__(self) -> str:
-        return (f"onnxruntime vs torch, batch {self.batch}: max |diff| heatmaps {self.max_abs_heatmaps:.2e}, "
-                f"offsets {self.max_abs_offsets:.2e}")
+        diffs = ", ".join(f"{name} {d:.2e}" for name, d in self.max_abs_diff.items())
+        return f"onnxruntime vs torch, batch {self.batch}: max |diff| {diffs}"
 
 
 def export_onnx(checkpoint: str | Path, output: str | Path, opset: int = DEFAULT_OPSET) -> Path:
@@ -73,8 +72,9 @@ def check_parity(checkpoint: str | Path, onnx_path: str | Path, batch: int = 2, 
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, 3, meta.input_height, meta.input_width)).astype(np.float32)
     with torch.no_grad():
-        t_heat, t_off = (t.numpy() for t in model(torch.from_numpy(x)))
+        expected = [t.numpy() for t in model(torch.from_numpy(x))]
     engine = OnnxRuntimeEngine(onnx_path)
-    o_heat, o_off = engine.infer(x)
+    got = engine.infer(x)
     engine.close()
-    return ParityReport(float(np.abs(t_heat - o_heat).max()), float(np.abs(t_off - o_off).max()), batch)
+    diffs = {name: float(np.abs(a - b).max()) for name, a, b in zip(meta.output_names, expected, got)}
+    return ParityReport(diffs, batch)

@@ -2,7 +2,11 @@
 
 The chain, each step a pure function over arrays so it can be tested alone:
 
-    find_peaks -> refine_peaks -> connect_limbs -> assemble_people -> score_people
+    find_peaks -> regress_peaks -> connect_limbs -> assemble_people -> score_people
+
+``regress_peaks`` places each peak within its cell by the model's predicted
+refinement; :func:`refine_peaks` (a parabola through the log-heatmap) does it
+from the heatmap alone, for models without refinements.
 
 Grouping follows SimplePose: for every limb ``(a, b)`` each peak of ``a``
 guides, by its predicted offset, to where ``b`` of the same person should be
@@ -69,7 +73,7 @@ class People:
 def find_peaks(heatmaps: np.ndarray, threshold: float, top_k: int) -> Peaks:
     """3x3 local maxima above ``threshold``, at most ``top_k`` per keypoint type.
 
-    Ties between neighbours are broken towards the lower-right cell, so a flat
+    Ties between neighbours are broken towards the upper-left cell, so a flat
     top gives one peak, not two.
     """
     k, h, w = heatmaps.shape
@@ -117,6 +121,16 @@ def refine_peaks(heatmaps: np.ndarray, peaks: Peaks) -> Peaks:
     dx = shift(heatmaps[k, y, np.maximum(x - 1, 0)], heatmaps[k, y, np.minimum(x + 1, w - 1)])
     dy = shift(heatmaps[k, np.maximum(y - 1, 0), x], heatmaps[k, np.minimum(y + 1, h - 1), x])
     xy = peaks.cell.astype(np.float32) + np.stack([dx, dy], axis=1).astype(np.float32)
+    return Peaks(kind=peaks.kind, cell=peaks.cell, xy=xy, score=peaks.score)
+
+
+def regress_peaks(refinements: np.ndarray, peaks: Peaks, limit: float = 1.5) -> Peaks:
+    """Sub-pixel positions from the predicted refinement at each peak's cell (``[2K, h, w]``)."""
+    if len(peaks) == 0:
+        return peaks
+    k, x, y = peaks.kind, peaks.cell[:, 0], peaks.cell[:, 1]
+    delta = np.stack([refinements[2 * k, y, x], refinements[2 * k + 1, y, x]], axis=1)
+    xy = peaks.cell.astype(np.float32) + np.clip(delta, -limit, limit).astype(np.float32)
     return Peaks(kind=peaks.kind, cell=peaks.cell, xy=xy, score=peaks.score)
 
 
@@ -212,14 +226,15 @@ def score_people(peaks: Peaks, assignment: np.ndarray, person_threshold: float, 
     return People(keypoints=keypoints[order], scores=scores[order].astype(np.float32))
 
 
-def decode(heatmaps: np.ndarray, offsets: np.ndarray, meta: ModelMeta,
+def decode(heatmaps: np.ndarray, offsets: np.ndarray, refinements: np.ndarray | None, meta: ModelMeta,
            config: DecoderConfig | None = None) -> People:
-    """One image's outputs ``[K, h, w]`` and ``[2L, h, w]`` -> people in network-input pixels."""
+    """One image's outputs ``[K, h, w]``, ``[2L, h, w]`` and ``[2K, h, w]`` (or None) -> people in input pixels."""
     config = config or meta.decoder
     skeleton = meta.skeleton
     if heatmaps.shape[0] != skeleton.num_keypoints or offsets.shape[0] != skeleton.num_offset_channels:
         raise ValueError(f"outputs {heatmaps.shape} / {offsets.shape} do not fit skeleton {skeleton.name}")
-    peaks = refine_peaks(heatmaps, find_peaks(heatmaps, config.heatmap_threshold, config.top_k))
+    peaks = find_peaks(heatmaps, config.heatmap_threshold, config.top_k)
+    peaks = refine_peaks(heatmaps, peaks) if refinements is None else regress_peaks(refinements, peaks)
     connections = connect_limbs(peaks, offsets, skeleton, meta.offset_scale, config.max_offset_distance)
     assignment = assemble_people(peaks, connections, skeleton.num_keypoints, config.min_keypoints)
     people = score_people(peaks, assignment, config.person_threshold, config.max_persons)

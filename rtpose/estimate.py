@@ -14,6 +14,6 @@ def estimate(engine: Engine, images: list[np.ndarray], config: DecoderConfig | N
     """Run one batch of BGR images through ``engine``; one :class:`People` per image."""
     prepared = [preprocess(image, engine.meta) for image in images]
     batch = np.concatenate([p[0] for p in prepared])
-    heatmaps, offsets = engine.infer(batch)
-    return [decode(heatmaps[i], offsets[i], engine.meta, config).map_xy(box.to_original)
+    outputs = engine.infer(batch)
+    return [decode(*(o[i] for o in outputs), engine.meta, config).map_xy(box.to_original)
             for i, (_, box) in enumerate(prepared)]

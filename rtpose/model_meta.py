@@ -43,10 +43,15 @@ class ModelMeta:
     """Everything the runtime must know to feed a model and read its outputs.
 
     Inputs are ``float32 [N, 3, H, W]`` in RGB, ``(pixel - mean) / std`` with
-    pixels in 0..255. Outputs are ``heatmaps [N, K, H/s, W/s]`` (already
-    through a sigmoid) and ``offsets [N, 2L, H/s, W/s]``: channel pair ``i`` is
-    ``(dx, dy)`` from keypoint ``a`` to keypoint ``b`` of directed limb ``i``
-    of the skeleton, in map pixels divided by ``offset_scale``.
+    pixels in 0..255. Outputs, in this order:
+
+    - ``heatmaps [N, K, H/s, W/s]``, already through a sigmoid;
+    - ``offsets [N, 2L, H/s, W/s]``: channel pair ``i`` is ``(dx, dy)`` from
+      keypoint ``a`` to keypoint ``b`` of directed limb ``i`` of the skeleton,
+      in map pixels divided by ``offset_scale``;
+    - ``refinements [N, 2K, H/s, W/s]``: channel pair ``k`` is ``(dx, dy)`` from
+      a map cell to keypoint ``k`` near it, in map pixels: where within its
+      cell a keypoint lies, which a heatmap peak alone says only roughly.
     """
 
     input_width: int = 320
@@ -58,7 +63,7 @@ class ModelMeta:
     skeleton: Skeleton = COCO
     architecture: str = "simplepose-small"
     input_name: str = "image"
-    output_names: tuple[str, str] = ("heatmaps", "offsets")
+    output_names: tuple[str, ...] = ("heatmaps", "offsets", "refinements")
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     versions: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from rtpose.sinks import Sink, StopRequested
 from rtpose.sources import Source
 
 STAGES = ("capture", "preprocess", "inference", "decode", "render", "sink")
+THREADS = ("capture", "preprocess", "inference", "decode+render", "sink")
 _TICK = 0.1   # seconds a blocked queue operation waits before checking for abort
 
 
@@ -49,8 +50,7 @@ class Frame:
     name: str = ""
     letterbox: Letterbox | None = None
     tensor: np.ndarray | None = None
-    heatmaps: np.ndarray | None = None
-    offsets: np.ndarray | None = None
+    outputs: tuple[np.ndarray, ...] | None = None     # the model's outputs for this frame
     people: People | None = None
     rendered: np.ndarray | None = None
     times: dict[str, float] = field(default_factory=dict)   # stage -> seconds
@@ -64,7 +64,7 @@ class EndOfStream:
 
 @dataclass(frozen=True)
 class RunOptions:
-    decoder: DecoderConfig | None = None
+    decoder: dict = field(default_factory=dict)   # knobs that replace the model's decoder defaults
     overlay: bool = True
     draw_min_score: float = 0.2
     queue_size: int = 2
@@ -76,6 +76,7 @@ class Pipeline:
         self.source, self.engine, self.sinks, self.options = source, engine, sinks, options
         self.on_frame = on_frame
         self.meta = engine.meta
+        self.decoder: DecoderConfig = replace(engine.meta.decoder, **options.decoder)
         self.frames: list[Frame] = []          # finished frames, without their images
         self.stop_capture = threading.Event()
         self.abort = threading.Event()
@@ -98,14 +99,13 @@ class Pipeline:
         frame.tensor, frame.letterbox = preprocess(frame.image, self.meta)
 
     def infer(self, frame: Frame) -> None:
-        heatmaps, offsets = self.engine.infer(frame.tensor)
-        frame.heatmaps, frame.offsets = heatmaps[0], offsets[0]
+        frame.outputs = tuple(o[0] for o in self.engine.infer(frame.tensor))
         frame.tensor = None
 
     def decode(self, frame: Frame) -> None:
-        people = decode(frame.heatmaps, frame.offsets, self.meta, self.options.decoder)
+        people = decode(*frame.outputs, self.meta, self.decoder)
         frame.people = people.map_xy(frame.letterbox.to_original)
-        frame.heatmaps = frame.offsets = None
+        frame.outputs = None
 
     def render(self, frame: Frame) -> None:
         image = draw_people(frame.image.copy(), frame.people, self.meta.skeleton, self.options.draw_min_score)
@@ -138,11 +138,11 @@ class Pipeline:
         q = [queue.Queue(maxsize=self.options.queue_size) for _ in range(4)]
         errors: list[BaseException] = []
         workers = [
-            threading.Thread(target=self._capture_loop, args=(q[0], errors), name="capture"),
-            self._worker("preprocess", q[0], q[1], [("preprocess", self.preprocess)], errors),
-            self._worker("inference", q[1], q[2], [("inference", self.infer)], errors),
-            self._worker("decode+render", q[2], q[3], [("decode", self.decode), ("render", self.render)], errors),
-            self._worker("sink", q[3], None, [("sink", self.sink)], errors),
+            threading.Thread(target=self._capture_loop, args=(q[0], errors), name=THREADS[0]),
+            self._worker(THREADS[1], q[0], q[1], [("preprocess", self.preprocess)], errors),
+            self._worker(THREADS[2], q[1], q[2], [("inference", self.infer)], errors),
+            self._worker(THREADS[3], q[2], q[3], [("decode", self.decode), ("render", self.render)], errors),
+            self._worker(THREADS[4], q[3], None, [("sink", self.sink)], errors),
         ]
         try:
             for w in workers:

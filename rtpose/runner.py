@@ -14,7 +14,7 @@ import onnxruntime
 
 import rtpose
 from rtpose.engine import Engine, open_engine
-from rtpose.pipeline import Pipeline, RunOptions
+from rtpose.pipeline import THREADS, Pipeline, RunOptions
 from rtpose.preprocess import preprocess
 from rtpose.progress import Progress
 from rtpose.sinks import JsonLinesSink, Sink, VideoSink, WindowSink
@@ -77,6 +77,7 @@ def machine_info(engine: Engine) -> dict:
         "cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
         "rtpose": rtpose.__version__, "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__,
         "numpy": np.__version__, "providers": getattr(engine, "providers", None),
+        "engine_threads": getattr(engine, "threads", None), "pipeline_threads": len(THREADS),
         "input": f"{engine.meta.input_width}x{engine.meta.input_height}", "model": engine.meta.architecture,
     }
 
@@ -153,6 +154,7 @@ def format_bench(report: dict) -> str:
     m = report["machine"]
     lines = [f"machine: {m['cpu']}, {m['cores']} cores; python {m['python']}, onnxruntime {m['onnxruntime']} "
              f"({', '.join(m['providers'] or [])}), opencv {m['opencv']}, numpy {m['numpy']}",
+             f"threads: {m['pipeline_threads']} pipeline stages; onnxruntime intra-op {m['engine_threads']}",
              f"model: {m['model']} at {m['input']}; source: {report['source']}",
              "",
              f"{'':22s}{'frames':>8s}{'FPS':>9s}",

@@ -29,10 +29,10 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-# Tried in order: H.264 plays everywhere but needs an encoder OpenCV may lack;
-# MPEG-4 part 2 is always in OpenCV's wheels and plays in common players.
-_FOURCCS = {".mp4": ("avc1", "mp4v"), ".m4v": ("avc1", "mp4v"), ".mov": ("avc1", "mp4v"),
-            ".avi": ("MJPG", "XVID"), ".mkv": ("X264", "MJPG")}
+# Tried in order. MPEG-4 part 2 is in every OpenCV wheel and plays in common
+# players (VLC, mpv, ffmpeg, QuickTime); OpenCV's pip wheels have no H.264
+# encoder, and probing for one only prints FFmpeg errors.
+_FOURCCS = {".mp4": ("mp4v",), ".m4v": ("mp4v",), ".mov": ("mp4v",), ".avi": ("MJPG", "XVID"), ".mkv": ("MJPG",)}
 
 
 class VideoSink:

@@ -87,6 +87,17 @@ def _mirror_pairs(names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
     return tuple(pairs)
 
 
+# Shoulders down, COCO and CrowdPose name their keypoints alike and share these limbs.
+_BODY_LIMBS = [
+    ("left_shoulder", "right_shoulder"),
+    ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+    ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
+    ("left_shoulder", "left_hip"), ("right_shoulder", "right_hip"),
+    ("left_hip", "right_hip"),
+    ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
+    ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+]
+
 _COCO_NAMES = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",
     "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
@@ -94,8 +105,10 @@ _COCO_NAMES = (
     "left_knee", "right_knee", "left_ankle", "right_ankle",
 )
 
-# A spanning tree over the 17 keypoints plus the two torso cross links, which
-# keep the two halves of a person together when the nose is not found.
+# A spanning tree over the 17 keypoints plus redundant links, as SimplePose
+# uses: when a keypoint in the middle of a chain is missed (an elbow, a knee)
+# the links that skip it (shoulder -> wrist, hip -> ankle) keep the rest of the
+# person together, and the torso diagonals join the two halves.
 COCO = Skeleton(
     name="coco",
     keypoints=_COCO_NAMES,
@@ -107,13 +120,12 @@ COCO = Skeleton(
         ("nose", "left_eye"), ("nose", "right_eye"),
         ("left_eye", "left_ear"), ("right_eye", "right_ear"),
         ("nose", "left_shoulder"), ("nose", "right_shoulder"),
-        ("left_shoulder", "right_shoulder"),
-        ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
-        ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
-        ("left_shoulder", "left_hip"), ("right_shoulder", "right_hip"),
-        ("left_hip", "right_hip"),
-        ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
-        ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+        *_BODY_LIMBS,
+        ("left_eye", "right_eye"),
+        ("left_ear", "left_shoulder"), ("right_ear", "right_shoulder"),
+        ("left_shoulder", "left_wrist"), ("right_shoulder", "right_wrist"),
+        ("left_hip", "left_ankle"), ("right_hip", "right_ankle"),
+        ("left_shoulder", "right_hip"), ("right_shoulder", "left_hip"),
     ]),
 )
 
@@ -132,12 +144,7 @@ CROWDPOSE = Skeleton(
             .087, .087, .089, .089, .079, .079),
     limbs=_pairs_by_name(_CROWDPOSE_NAMES, [
         ("head", "neck"), ("neck", "left_shoulder"), ("neck", "right_shoulder"),
-        ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
-        ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
-        ("left_shoulder", "left_hip"), ("right_shoulder", "right_hip"),
-        ("left_hip", "right_hip"),
-        ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
-        ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+        *_BODY_LIMBS,
     ]),
 )
 

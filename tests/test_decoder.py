@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rtpose.decoder import (Peaks, assemble_people, connect_limbs, decode, find_peaks, input_to_map,
-                            map_to_input, refine_peaks, score_people)
+                            map_to_input, refine_peaks, regress_peaks, score_people)
 from rtpose.model_meta import DecoderConfig, ModelMeta
 from rtpose.skeleton import Skeleton
 from trainer.targets import encode
@@ -99,18 +99,29 @@ def test_score_people_orders_and_thresholds():
     assert len(score_people(peaks, np.array([[3, 4, -1], [0, 1, 2]]), 0.5, 5)) == 1
 
 
-def test_decode_recovers_encoded_people_in_input_pixels():
+@pytest.mark.parametrize("with_refinements", [True, False])
+def test_decode_recovers_encoded_people_in_input_pixels(with_refinements):
     meta = ModelMeta(input_width=96, input_height=64, skeleton=CHAIN, decoder=DecoderConfig(heatmap_threshold=0.2))
     truth = np.array([[[20.3, 10.2, 2], [22.1, 30.7, 2], [19.4, 52.9, 2]],
                       [[70.0, 12.0, 2], [66.2, 33.1, 1], [71.8, 50.4, 2]]], np.float32)
     targets = encode(truth, np.array([1500.0, 1500.0]), meta)
-    people = decode(targets.heatmaps, targets.offsets, meta)
+    refinements = targets.refinements if with_refinements else None
+    people = decode(targets.heatmaps, targets.offsets, refinements, meta)
     assert len(people) == 2
     found = people.keypoints[np.argsort(people.keypoints[:, 0, 0])]
     assert found[..., :2] == pytest.approx(truth[..., :2], abs=0.05)
 
 
+def test_regress_peaks_places_each_peak_by_its_refinement():
+    refinements = np.zeros((2, 4, 4), np.float32)
+    refinements[:, 1, 2] = (0.3, -0.4)
+    refinements[:, 3, 0] = (5.0, 0.0)                          # beyond the limit: clipped
+    cells = np.array([[2, 1], [0, 3]])
+    peaks = Peaks(np.array([0, 0]), cells, cells.astype(np.float32), np.array([0.9, 0.8], np.float32))
+    assert np.allclose(regress_peaks(refinements, peaks).xy, [[2.3, 0.6], [1.5, 3.0]])
+
+
 def test_decode_refuses_outputs_of_another_skeleton():
     meta = ModelMeta(input_width=64, input_height=64, skeleton=CHAIN)
     with pytest.raises(ValueError, match="do not fit skeleton"):
-        decode(np.zeros((17, 16, 16), np.float32), np.zeros((8, 16, 16), np.float32), meta)
+        decode(np.zeros((17, 16, 16), np.float32), np.zeros((8, 16, 16), np.float32), None, meta)

@@ -23,7 +23,7 @@ def round_trip_ap(kset, meta, max_dets=20):
         keypoints = record.keypoints.copy()
         keypoints[..., :2] = box.to_input(keypoints[..., :2])
         targets = encode(keypoints, record.areas * box.scale ** 2, meta)
-        people = decode(targets.heatmaps, targets.offsets, meta).map_xy(box.to_original)
+        people = decode(targets.heatmaps, targets.offsets, targets.refinements, meta).map_xy(box.to_original)
         results += people_to_coco(record.image_id, people)
     stats, _ = coco_keypoint_eval(load_coco_gt(kset), results, kset.skeleton, max_dets)
     return stats["AP"]

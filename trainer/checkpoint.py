@@ -70,10 +70,9 @@ class CheckpointEngine:
         return cls(model, meta)
 
     @torch.no_grad()
-    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
         device = next(self.model.parameters()).device
-        heatmaps, offsets = self.model(torch.from_numpy(batch).to(device))
-        return heatmaps.cpu().numpy(), offsets.cpu().numpy()
+        return tuple(t.cpu().numpy() for t in self.model(torch.from_numpy(batch).to(device)))
 
     def close(self) -> None:
         pass

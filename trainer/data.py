@@ -36,6 +36,8 @@ class PoseDataset(torch.utils.data.Dataset):
             "heatmap_mask": torch.from_numpy(targets.heatmap_mask),
             "offsets": torch.from_numpy(targets.offsets),
             "offset_mask": torch.from_numpy(targets.offset_mask),
+            "refinements": torch.from_numpy(targets.refinements),
+            "refinement_mask": torch.from_numpy(targets.refinement_mask),
         }
 
     def _letterboxed(self, record: ImageRecord):

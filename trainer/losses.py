@@ -1,4 +1,4 @@
-"""SimplePose's losses: focal L2 on heatmaps, masked L1 on guiding offsets."""
+"""SimplePose's losses: focal L2 on heatmaps, masked L1 on guiding offsets (and on refinements)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ def focal_l2_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
 
 
 def offset_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean L1 over supervised positions; ``mask`` is ``[N, D, h, w]`` for ``2D`` offset channels."""
+    """Mean L1 over supervised positions; ``mask`` is ``[N, D, h, w]`` for ``2D`` vector channels.
+
+    Used for the guiding offsets and for the keypoint refinements alike.
+    """
     mask2 = mask.repeat_interleave(2, dim=1)
     return (torch.abs(pred - target) * mask2).sum() / mask2.sum().clamp(min=1.0)

@@ -2,9 +2,10 @@
 
 A small residual backbone written here (no downloaded weights) goes down to
 stride 32; a top-down path with lateral connections brings it back to
-stride 4, where two heads give keypoint heatmaps (through a sigmoid) and
-guiding offsets. ``forward`` returns the two tensors and nothing else: losses
-live in :mod:`trainer.losses`, decoding in :mod:`rtpose.decoder`.
+stride 4, where one head gives keypoint heatmaps (through a sigmoid) with
+their sub-cell refinements and another the guiding offsets. ``forward``
+returns the three tensors and nothing else: losses live in
+:mod:`trainer.losses`, decoding in :mod:`rtpose.decoder`.
 """
 
 from __future__ import annotations
@@ -90,19 +91,22 @@ class SimplePoseNet(nn.Module):
         self.skeleton, self.config = skeleton, config
         self.backbone = Backbone(config)
         self.neck = UpsamplingNeck(config.widths[1:], config.neck_width)
-        self.heatmap_head = self._head(config, skeleton.num_keypoints)
+        k = skeleton.num_keypoints
+        self.keypoint_head = self._head(config, 3 * k)       # heatmaps, then (dx, dy) refinements
         self.offset_head = self._head(config, skeleton.num_offset_channels)
         # Start heatmaps near 0 (sigmoid(-4) = 0.018): most of every map is background.
-        nn.init.constant_(self.heatmap_head[-1].bias, -4.0)
+        nn.init.constant_(self.keypoint_head[-1].bias[:k], -4.0)
 
     @staticmethod
     def _head(config: ModelConfig, outputs: int) -> nn.Sequential:
         return nn.Sequential(conv_bn(config.neck_width, config.head_width),
                              nn.Conv2d(config.head_width, outputs, 1))
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.neck(self.backbone(image))
-        return torch.sigmoid(self.heatmap_head(x)), self.offset_head(x)
+        keypoints = self.keypoint_head(x)
+        k = self.skeleton.num_keypoints
+        return torch.sigmoid(keypoints[:, :k]), self.offset_head(x), keypoints[:, k:]
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:

@@ -15,9 +15,10 @@ from rtpose.model_meta import ModelMeta
 
 # Gaussian sigma of a person's keypoints, in map pixels, as a fraction of the
 # square root of the person's area (input pixels), clipped so small people
-# still give a peak and large people do not blur neighbours together.
-SIGMA_PER_SIZE = 0.09
-MIN_SIGMA, MAX_SIGMA = 0.9, 3.5
+# still give a peak and large people keep a sharp one.
+SIGMA_PER_SIZE = 0.07
+MIN_SIGMA, MAX_SIGMA = 0.9, 2.0
+REFINEMENT_RADIUS = 1.5   # map pixels around a keypoint where its refinement is supervised
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Targets:
     heatmap_mask: np.ndarray   # [h, w] 0 where the loss must ignore the heatmaps (crowds)
     offsets: np.ndarray        # [2D, h, w] (dx, dy) per directed limb, / offset_scale
     offset_mask: np.ndarray    # [D, h, w] 1 where the offset of that limb is supervised
+    refinements: np.ndarray    # [2K, h, w] (dx, dy) from a cell to the keypoint near it, map pixels
+    refinement_mask: np.ndarray  # [K, h, w]
 
 
 def person_sigma(area: float, stride: int) -> float:
@@ -47,6 +50,9 @@ def encode(keypoints: np.ndarray, areas: np.ndarray, meta: ModelMeta,
     offsets = np.zeros((2 * len(limbs), h, w), dtype=np.float32)
     offset_mask = np.zeros((len(limbs), h, w), dtype=np.float32)
     nearest = np.full((len(limbs), h, w), np.inf, dtype=np.float32)
+    refinements = np.zeros((2 * skeleton.num_keypoints, h, w), dtype=np.float32)
+    refinement_mask = np.zeros((skeleton.num_keypoints, h, w), dtype=np.float32)
+    nearest_keypoint = np.full((skeleton.num_keypoints, h, w), np.inf, dtype=np.float32)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
 
     for person, area in zip(np.asarray(keypoints, dtype=np.float32), np.asarray(areas, dtype=np.float32)):
@@ -55,6 +61,9 @@ def encode(keypoints: np.ndarray, areas: np.ndarray, meta: ModelMeta,
         sigma = person_sigma(float(area), meta.stride)
         for k in np.flatnonzero(labelled):
             _draw_gaussian(heatmaps[k], xs, ys, uv[k], sigma)
+            # A refinement is an offset from a cell to the keypoint itself.
+            _draw_offset(refinements[2 * k:2 * k + 2], refinement_mask[k], nearest_keypoint[k], xs, ys,
+                         uv[k], uv[k], REFINEMENT_RADIUS, 1.0)
         radius = max(2.0, 1.5 * sigma)
         for d, (a, b) in enumerate(limbs):
             if labelled[a] and labelled[b]:
@@ -64,7 +73,7 @@ def encode(keypoints: np.ndarray, areas: np.ndarray, meta: ModelMeta,
     heatmap_mask = np.ones((h, w), dtype=np.float32)
     if ignore is not None:
         heatmap_mask[ignore.astype(bool)] = 0.0
-    return Targets(heatmaps, heatmap_mask, offsets, offset_mask)
+    return Targets(heatmaps, heatmap_mask, offsets, offset_mask, refinements, refinement_mask)
 
 
 def _window(center: np.ndarray, radius: float, w: int, h: int) -> tuple[slice, slice] | None:

@@ -1,4 +1,4 @@
-"""Engines run a model: ``infer([N, 3, H, W] float32) -> (heatmaps, offsets)``.
+"""Engines run a model: ``infer([N, 3, H, W] float32) -> (heatmaps, offsets, refinements)``.
 
 One small interface, one module per backend; each backend imports its own
 library inside its module, so ``import rtpose`` pulls in none of them.
@@ -21,7 +21,8 @@ class EngineError(RuntimeError):
 class Engine(Protocol):
     meta: ModelMeta
 
-    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The outputs named in ``meta.output_names``, in that order."""
 
     def close(self) -> None: ...
 

@@ -21,6 +21,7 @@ class OnnxRuntimeEngine:
         self.providers = providers or [p for p in _PREFERRED if p in available]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        self.threads = threads or "default (one per core)"
         # Threads that spin while waiting for work take the CPU from the other
         # pipeline stages; on a small CPU that costs more than it saves.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -32,12 +33,11 @@ class OnnxRuntimeEngine:
             raise EngineError(f"{self.path} is not a usable ONNX model: {first}") from None
         self.meta = read_meta(self.session, self.path)
         names = [o.name for o in self.session.get_outputs()]
-        if list(self.meta.output_names) != names[:2]:
+        if list(self.meta.output_names) != names:
             raise EngineError(f"{self.path}: outputs {names} do not match its metadata {self.meta.output_names}")
 
-    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        heatmaps, offsets = self.session.run(list(self.meta.output_names), {self.meta.input_name: batch})
-        return heatmaps, offsets
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(self.session.run(list(self.meta.output_names), {self.meta.input_name: batch}))
 
     def close(self) -> None:
         self.session = None
