@@ -190,6 +190,8 @@ MaxOffsetDistance = Annotated[Optional[float], typer.Option(help="Decoder: map p
 PersonThreshold = Annotated[Optional[float], typer.Option(help="Decoder: lowest person score.")]
 MaxPersons = Annotated[Optional[int], typer.Option(help="Decoder: most people per frame.")]
 ModelOption = Annotated[Path, typer.Option(help="Model file (.onnx); default: the shipped model.")]
+EngineThreads = Annotated[Optional[int], typer.Option(
+    help="CPU threads for inference (default: half the cores; 0: the engine's own default).")]
 
 
 @app.command()
@@ -201,6 +203,7 @@ def run(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="JSON lines of poses, one line per frame.")] = None,
     show: Annotated[bool, typer.Option(help="Show the annotated frames in a window (q quits).")] = False,
     overlay: Annotated[bool, typer.Option(help="Draw FPS and latency on the frames.")] = True,
+    engine_threads: EngineThreads = None,
     heatmap_threshold: HeatmapThreshold = None,
     top_k: TopK = None,
     max_offset_distance: MaxOffsetDistance = None,
@@ -216,7 +219,8 @@ def run(
     decoder = {k: v for k, v in knobs.items() if v is not None}
     if not (output or json_out or show):
         typer.echo("note: no --output, --json or --show given; poses are computed and not kept", err=True)
-    summary = run_pipeline(source, model, Outputs(output, json_out, show), RunOptions(decoder=decoder, overlay=overlay))
+    summary = run_pipeline(source, model, Outputs(output, json_out, show), RunOptions(decoder=decoder, overlay=overlay),
+                           engine_threads=engine_threads)
     typer.echo(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} FPS)")
     for path in (output, json_out):
         if path:
@@ -231,10 +235,11 @@ def bench(
     frames: Annotated[Optional[int], typer.Option(help="Use only the first N frames.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the figures as JSON here.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Also write the annotated video (sink cost included).")] = None,
+    engine_threads: EngineThreads = None,
 ) -> None:
     """FPS and per-stage latency: threaded pipeline, the same work in one thread, and the engine alone."""
     from rtpose.runner import DEFAULT_MODEL, Outputs, bench as run_bench, format_bench
-    report = run_bench(source, model or DEFAULT_MODEL, frames, Outputs(video=output))
+    report = run_bench(source, model or DEFAULT_MODEL, frames, Outputs(video=output), engine_threads=engine_threads)
     typer.echo(format_bench(report))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ class Frame:
     index: int
     timestamp: float
     image: np.ndarray
-    captured_at: float                 # perf_counter() when the frame was read
+    captured_at: float                 # perf_counter() when the frame had been read: latency starts here
     name: str = ""
     letterbox: Letterbox | None = None
     tensor: np.ndarray | None = None
@@ -90,9 +90,10 @@ class Pipeline:
         read = self.source.read()
         if read is None:
             return None
-        frame = Frame(self._index, read.timestamp, read.image, started, read.name)
+        now = time.perf_counter()
+        frame = Frame(self._index, read.timestamp, read.image, now, read.name)
         self._index += 1
-        frame.times["capture"] = time.perf_counter() - started
+        frame.times["capture"] = now - started
         return frame
 
     def preprocess(self, frame: Frame) -> None:
@@ -108,7 +109,8 @@ class Pipeline:
         frame.outputs = None
 
     def render(self, frame: Frame) -> None:
-        image = draw_people(frame.image.copy(), frame.people, self.meta.skeleton, self.options.draw_min_score)
+        # The original pixels are not needed after this stage: draw on them.
+        image = draw_people(frame.image, frame.people, self.meta.skeleton, self.options.draw_min_score)
         now = time.perf_counter()
         self._recent.append(now)
         if self.options.overlay:

@@ -24,6 +24,16 @@ from rtpose.stats import summarize
 DEFAULT_MODEL = Path(rtpose.__file__).parent / "models" / "default.onnx"
 
 
+def pipeline_engine_threads() -> int:
+    """CPU threads for inference inside the pipeline: half the cores, the rest for the other stages.
+
+    On 2 cores one inference thread gave 42 FPS end to end on vtest.avi
+    against 37 with two, which fought decode and render for the CPU
+    (benchmarks/README.md).
+    """
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 @dataclass(frozen=True)
 class Outputs:
     video: Path | None = None
@@ -48,9 +58,9 @@ def open_sinks(outputs: Outputs, fps: float) -> list[Sink]:
 
 
 def run(source_spec: str, model: str | Path, outputs: Outputs, options: RunOptions = RunOptions(),
-        progress: bool = True) -> dict:
+        progress: bool = True, engine_threads: int | None = None) -> dict:
     """Run the pipeline over a source; returns the figures of :func:`rtpose.stats.summarize`."""
-    engine = open_engine(model)
+    engine = open_engine(model, pipeline_engine_threads() if engine_threads is None else engine_threads)
     source = open_source(source_spec)
     try:
         sinks = open_sinks(outputs, source.fps)
@@ -129,9 +139,12 @@ def engine_only_fps(engine: Engine, source_spec: str, frames: int) -> dict:
 
 
 def bench(source_spec: str, model: str | Path, frames: int | None = None, outputs: Outputs = Outputs(),
-          options: RunOptions = RunOptions(overlay=True)) -> dict:
-    """Pipeline, engine-only and sequential figures, measured one after the other in this process."""
-    engine = open_engine(model)
+          options: RunOptions = RunOptions(overlay=True), engine_threads: int | None = None) -> dict:
+    """Pipeline, engine-only and sequential figures, measured one after the other in this process.
+
+    All three use the same engine, with the pipeline's thread setting.
+    """
+    engine = open_engine(model, pipeline_engine_threads() if engine_threads is None else engine_threads)
     sinks_for = (lambda fps: open_sinks(outputs, fps) or [JsonLinesSink(os.devnull)])
     report = {"source": source_spec, "machine": machine_info(engine)}
     probe = open_source(source_spec)

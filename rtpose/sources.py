@@ -87,7 +87,10 @@ class VideoFileSource:
     def read(self) -> SourceFrame | None:
         image, self._pending = (self._pending, None) if self._pending is not None else (self._grab(), None)
         if image is None:
-            if self.frame_count is not None and self.index < self.frame_count:
+            # Containers without an index estimate their frame count from the
+            # duration and can overshoot by a frame or two: only a larger
+            # shortfall is a file that broke off.
+            if self.frame_count is not None and self.index < self.frame_count - max(2, self.frame_count // 100):
                 raise SourceError(f"{self.name} stopped decoding at frame {self.index} of {self.frame_count}")
             return None
         timestamp = self.index / self.fps if self.fps else float(self.index)

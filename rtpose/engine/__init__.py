@@ -27,12 +27,15 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def open_engine(model: str | Path) -> Engine:
-    """The engine for a model file, chosen by what the file is."""
+def open_engine(model: str | Path, threads: int = 0) -> Engine:
+    """The engine for a model file, chosen by what the file is.
+
+    ``threads`` caps the backend's own CPU threads (0: the backend's default).
+    """
     path = Path(model)
     if not path.is_file():
         raise EngineError(f"model file not found: {path}")
     if path.suffix == ".onnx":
         from rtpose.engine.onnxruntime_engine import OnnxRuntimeEngine
-        return OnnxRuntimeEngine(path)
+        return OnnxRuntimeEngine(path, threads=threads)
     raise EngineError(f"{path}: unknown model format '{path.suffix}' (expected .onnx)")
