@@ -4,7 +4,6 @@ This pins the target encoder and the runtime decoder to each other, on real
 COCO annotations and on synthetic crowds of 20+ overlapping people.
 """
 
-import numpy as np
 import pytest
 
 from rtpose.decoder import decode
