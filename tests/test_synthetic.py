@@ -180,3 +180,14 @@ def test_video_frames_are_deterministic_and_in_memory():
     b = list(iter_video_frames(9, num_frames=3, width=160, height=96))
     assert all(x.tobytes() == y.tobytes() for x, (y, _) in zip(a, b))
     assert all(p["track_id"] in {1, 2, 3} for _, persons in b for p in persons)
+
+
+def test_video_frames_dataset_is_a_loadable_training_set(tmp_path):
+    from rtpose.synthetic.video import write_video_dataset
+    from trainer.annotations import load_keypoint_set
+    path = write_video_dataset(tmp_path, num_videos=2, seed=5, num_frames=10, frame_step=3)
+    kset = load_keypoint_set(path)                     # checks every image is on disk
+    assert len(kset) == 2 * 4                          # frames 0, 3, 6, 9 of each video
+    assert all(len(r.keypoints) >= 1 for r in kset.images)
+    again = write_video_dataset(tmp_path / "again", num_videos=2, seed=5, num_frames=10, frame_step=3)
+    assert again.read_text() == path.read_text()       # deterministic by seed
