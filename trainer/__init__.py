@@ -1,0 +1,1 @@
+"""Training side of rtpose (torch): model, targets, losses, datasets, loop, COCO evaluation."""
