@@ -23,7 +23,15 @@ class ExportFormat:
 
 FORMATS = {
     f.name: f for f in (
-        ExportFormat("onnx", ".onnx", frozenset({"opset", "check"}), "torch, onnx, onnxruntime, onnxscript"),
+        ExportFormat("onnx", ".onnx", frozenset({"opset", "check", "input_format", "peak_top_k"}),
+                     "torch, onnx, onnxruntime, onnxscript "
+                     "(only onnx to convert an .onnx's input format or add peaks)"),
+        # torch.export program (.pt2) with the metadata inside; runs in rtpose's TorchEngine.
+        ExportFormat("torch", ".pt2", frozenset({"max_batch"}), "torch"),
+        # rtpose header + TensorRT plan; from a checkpoint or an .onnx. Input uint8 BGR unless told otherwise.
+        ExportFormat("tensorrt", ".engine", frozenset({"opset", "max_batch", "workspace", "input_format"}),
+                     "TensorRT and cuda-python: pip install 'rtpose[tensorrt]' on a machine with NVIDIA's packages "
+                     "(and torch, from a checkpoint)"),
     )
 }
 

@@ -17,6 +17,10 @@ highest score first, into people.
 Map coordinates put pixel centres on integers; :func:`input_to_map` and
 :func:`map_to_input` are the one definition of that convention, used by the
 trainer's target encoder too.
+
+This chain is the reference. :func:`rtpose.fast_decoder.decode_outputs`
+gives the same people faster, from dense maps or from peaks found in the
+model's graph; the runtime calls that one.
 """
 
 from __future__ import annotations
@@ -239,3 +243,4 @@ def decode(heatmaps: np.ndarray, offsets: np.ndarray, refinements: np.ndarray | 
     assignment = assemble_people(peaks, connections, skeleton.num_keypoints, config.min_keypoints)
     people = score_people(peaks, assignment, config.person_threshold, config.max_persons)
     return people.map_xy(lambda uv: map_to_input(uv, meta.stride))
+

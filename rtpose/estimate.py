@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtpose.decoder import People, decode
+from rtpose.decoder import People
+from rtpose.fast_decoder import decode_outputs
 from rtpose.engine import Engine
 from rtpose.model_meta import DecoderConfig
 from rtpose.preprocess import preprocess
@@ -15,5 +16,5 @@ def estimate(engine: Engine, images: list[np.ndarray], config: DecoderConfig | N
     prepared = [preprocess(image, engine.meta) for image in images]
     batch = np.concatenate([p[0] for p in prepared])
     outputs = engine.infer(batch)
-    return [decode(*(o[i] for o in outputs), engine.meta, config).map_xy(box.to_original)
+    return [decode_outputs(tuple(o[i] for o in outputs), engine.meta, config).map_xy(box.to_original)
             for i, (_, box) in enumerate(prepared)]

@@ -17,6 +17,16 @@ from rtpose.skeleton import COCO, Skeleton
 META_KEY = "rtpose"
 FORMAT_VERSION = 1
 
+# What a model's input tensor holds. "float32_nchw_rgb": [N, 3, H, W] RGB,
+# (pixel - mean) / std, made on the host by rtpose.preprocess.normalize.
+# "uint8_nhwc_bgr": [N, H, W, 3] letterboxed BGR pixels as OpenCV gives them;
+# the cast, channel flip, normalisation and transpose are nodes at the start of
+# the model's graph (export/input_graph.py), so they run where the model runs:
+# on the GPU for TensorRT, and the host uploads a quarter of the bytes.
+FLOAT32_NCHW_RGB = "float32_nchw_rgb"
+UINT8_NHWC_BGR = "uint8_nhwc_bgr"
+INPUT_FORMATS = (FLOAT32_NCHW_RGB, UINT8_NHWC_BGR)
+
 
 @dataclass(frozen=True)
 class DecoderConfig:
@@ -52,6 +62,18 @@ class ModelMeta:
     - ``refinements [N, 2K, H/s, W/s]``: channel pair ``k`` is ``(dx, dy)`` from
       a map cell to keypoint ``k`` near it, in map pixels: where within its
       cell a keypoint lies, which a heatmap peak alone says only roughly.
+
+    A model with ``peak_top_k = T > 0`` finds its peaks in the graph (see
+    ``export/peak_graph.py``) and outputs, in place of the dense maps (or
+    after them), its best ``T`` peaks per keypoint type after 3x3 non-maximum
+    suppression, best first:
+
+    - ``peak_scores [N, K, T]``: heatmap value, -1 in slots with no peak;
+    - ``peak_cells [N, K, T]`` int64: the peak's cell, ``y * (W/s) + x``;
+    - ``peak_offsets [N, L, 2, T]``: directed limb ``i``'s ``(dx, dy)`` at
+      the peaks of its first keypoint (as channel pair ``i`` of ``offsets``);
+    - ``peak_refinements [N, K, 2, T]``: ``(dx, dy)`` at each peak (as in
+      ``refinements``).
     """
 
     input_width: int = 320
@@ -63,7 +85,9 @@ class ModelMeta:
     skeleton: Skeleton = COCO
     architecture: str = "simplepose-small"
     input_name: str = "image"
+    input_format: str = "float32_nchw_rgb"   # or "uint8_nhwc_bgr": see INPUT_FORMATS
     output_names: tuple[str, ...] = ("heatmaps", "offsets", "refinements")
+    peak_top_k: int = 0   # peaks per keypoint type found in the graph; 0: dense maps only
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     versions: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION

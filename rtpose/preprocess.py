@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from rtpose.model_meta import ModelMeta
+from rtpose.model_meta import FLOAT32_NCHW_RGB, INPUT_FORMATS, UINT8_NHWC_BGR, ModelMeta
 
 PAD_VALUE = 0
 
@@ -67,10 +67,25 @@ def normalize(images_bgr: np.ndarray, meta: ModelMeta) -> np.ndarray:
     return np.ascontiguousarray(rgb.transpose(0, 3, 1, 2))
 
 
+def network_input(canvases_bgr: np.ndarray, meta: ModelMeta) -> np.ndarray:
+    """Letterboxed ``[N, H, W, 3]`` or ``[H, W, 3]`` uint8 BGR -> the batch the model's ``input_format`` asks for.
+
+    ``float32_nchw_rgb``: normalised here (:func:`normalize`). ``uint8_nhwc_bgr``:
+    the pixels as they are, batched; the model's graph does the rest.
+    """
+    if meta.input_format == FLOAT32_NCHW_RGB:
+        return normalize(canvases_bgr, meta)
+    if meta.input_format == UINT8_NHWC_BGR:
+        batch = canvases_bgr if canvases_bgr.ndim == 4 else canvases_bgr[None]
+        return np.ascontiguousarray(batch, dtype=np.uint8)
+    raise ValueError(f"unknown model input format '{meta.input_format}' (known: {', '.join(INPUT_FORMATS)}); "
+                     f"a newer rtpose may have written this model")
+
+
 def preprocess(image_bgr: np.ndarray, meta: ModelMeta) -> tuple[np.ndarray, Letterbox]:
-    """One BGR image -> a ``[1, 3, H, W]`` network input and its letterbox."""
+    """One BGR image -> a batch of one in the model's input format (see :func:`network_input`) and its letterbox."""
     if image_bgr is None or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         shape = None if image_bgr is None else image_bgr.shape
         raise ValueError(f"expected an HxWx3 BGR image, got shape {shape}")
     canvas, box = letterbox(image_bgr, meta.input_width, meta.input_height)
-    return normalize(canvas, meta), box
+    return network_input(canvas, meta), box

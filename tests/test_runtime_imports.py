@@ -3,8 +3,9 @@
 import subprocess
 import sys
 
-RUNTIME_MODULES = ["rtpose", "rtpose.cli", "rtpose.decoder", "rtpose.preprocess", "rtpose.estimate",
-                   "rtpose.engine.onnxruntime_engine", "rtpose.synthetic"]
+RUNTIME_MODULES = ["rtpose", "rtpose.cli", "rtpose.decoder", "rtpose.fast_decoder", "rtpose.preprocess",
+                   "rtpose.estimate", "rtpose.engine.onnxruntime_engine", "rtpose.engine.tensorrt_file",
+                   "rtpose.capture", "rtpose.pipeline", "rtpose.runner", "rtpose.synthetic"]
 
 
 def test_runtime_modules_load_no_torch_and_no_trainer():

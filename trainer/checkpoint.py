@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from rtpose.engine.torch_engine import TorchEngine
 from rtpose.model_meta import ModelMeta
 from trainer.config import TrainConfig, config_from_dict
 from trainer.model import SimplePoseNet
@@ -58,21 +58,21 @@ def load_model(path: str | Path) -> tuple[SimplePoseNet, ModelMeta, TrainConfig]
     return model.eval(), meta, config
 
 
-class CheckpointEngine:
-    """Runs a checkpoint's model in torch (on the model's device), behind the runtime's Engine interface."""
+class CheckpointEngine(TorchEngine):
+    """A checkpoint's model behind the runtime's Engine interface: the runtime's TorchEngine over the trainer's module.
 
-    def __init__(self, model: SimplePoseNet, meta: ModelMeta) -> None:
-        self.model, self.meta = model.eval(), meta
+    Made from a live model (validation during training), it runs on that
+    model's device and leaves its weights as they are (no fp16, no layout
+    change); made from a file, TorchEngine's defaults apply (CUDA when there
+    is one). ``options`` are TorchEngine's.
+    """
+
+    def __init__(self, model: SimplePoseNet, meta: ModelMeta, **options) -> None:
+        options = {"device": str(next(model.parameters()).device), "channels_last": False, **options}
+        super().__init__(model.eval(), meta, **options)
+        self.model = model
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "CheckpointEngine":
+    def from_file(cls, path: str | Path, **options) -> "CheckpointEngine":
         model, meta, _ = load_model(path)
-        return cls(model, meta)
-
-    @torch.no_grad()
-    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
-        device = next(self.model.parameters()).device
-        return tuple(t.cpu().numpy() for t in self.model(torch.from_numpy(batch).to(device)))
-
-    def close(self) -> None:
-        pass
+        return cls(model, meta, **{"device": None, "channels_last": None, **options})

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rtpose.engine import EngineError
-from rtpose.model_meta import META_KEY, ModelMeta
+from rtpose.model_meta import FLOAT32_NCHW_RGB, META_KEY, UINT8_NHWC_BGR, ModelMeta
 
 # Best first; onnxruntime falls back along the list.
 _PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -32,6 +32,13 @@ class OnnxRuntimeEngine:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EngineError(f"{self.path} is not a usable ONNX model: {first}") from None
         self.meta = read_meta(self.session, self.path)
+        # Either input format runs here: a uint8 model normalises in its own graph (export/input_graph.py).
+        input_type = self.session.get_inputs()[0].type
+        wanted = {FLOAT32_NCHW_RGB: "tensor(float)", UINT8_NHWC_BGR: "tensor(uint8)"}.get(self.meta.input_format)
+        if wanted and input_type != wanted:
+            raise EngineError(f"{self.path}: input is {input_type} but its metadata says '{self.meta.input_format}'")
+        batch_dim = self.session.get_inputs()[0].shape[0]
+        self.max_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None   # None: any
         names = [o.name for o in self.session.get_outputs()]
         if list(self.meta.output_names) != names:
             raise EngineError(f"{self.path}: outputs {names} do not match its metadata {self.meta.output_names}")

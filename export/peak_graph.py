@@ -1,0 +1,199 @@
+"""Peaks in the graph: append 3x3 max-pool NMS and top-k to an exported rtpose model.
+
+The model then outputs, per image, its best ``T`` peaks per keypoint type
+with the offset and refinement channels read at each peak's cell, so the
+runtime decoder never touches the dense maps and its work no longer grows
+with the map size. Names and shapes are in :class:`rtpose.model_meta.ModelMeta`;
+the metadata in the file records them (``output_names``, ``peak_top_k``).
+
+Peaks are the cells equal to their 3x3 max-pool (``MaxPool`` + ``Equal``)
+and strictly above their earlier neighbours (the row above and the cell to
+the left), which is how :func:`rtpose.decoder.find_peaks` breaks ties on a
+flat top; max-pool alone would keep both cells of a plateau. ``TopK`` breaks
+ties between equal scores by the lower cell index, as find_peaks' top-k does.
+The heatmap threshold stays a runtime knob: the graph keeps the best ``T``
+peaks whatever their score, with -1 (below any sigmoid output, so below any
+threshold) in slots where the map has fewer peaks.
+
+Needs onnx and onnxruntime only, no torch: peaks can be added to any
+exported rtpose model file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from export.formats import ExportError
+from export.input_graph import read_onnx_meta, write_onnx_meta
+from rtpose.fast_decoder import PEAK_OUTPUTS
+from rtpose.model_meta import ModelMeta
+
+DENSE_OUTPUTS = ("heatmaps", "offsets", "refinements")
+NO_PEAK = -1.0   # score in a top-k slot the map has no peak for
+
+
+def add_peak_outputs(model: onnx.ModelProto, top_k: int, keep_dense: bool = False,
+                     source: str | Path = "model") -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs its top ``top_k`` peaks per keypoint type.
+
+    The dense maps stay outputs only with ``keep_dense`` (for checks and
+    visualisation); the runtime needs the peak outputs alone.
+    """
+    meta = read_onnx_meta(model, source)
+    if meta.peak_top_k:
+        raise ExportError(f"{source} outputs peaks already (top {meta.peak_top_k}); add peaks to a dense model")
+    if tuple(meta.output_names) != DENSE_OUTPUTS:
+        raise ExportError(f"{source}: peaks need the outputs {list(DENSE_OUTPUTS)}, "
+                          f"the model has {list(meta.output_names)}")
+    cells = meta.map_width * meta.map_height
+    if not 1 <= top_k <= cells:
+        raise ExportError(f"--peak-top-k must be in 1..{cells} (cells in the {meta.map_width}x{meta.map_height} map)")
+    skeleton = meta.skeleton
+    sources = [a for a, _ in skeleton.directed_limbs]   # keypoint type each directed limb starts at
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    heatmaps, offsets, refinements = DENSE_OUTPUTS
+
+    def const(name: str, value) -> str:
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value), f"peaks/{name}"))
+        return f"peaks/{name}"
+
+    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
+        graph.node.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+    # 3x3 non-maximum suppression, with find_peaks' tie rule.
+    pooled = node("MaxPool", [heatmaps], "peaks/pooled", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    is_max = node("Equal", [heatmaps, pooled], "peaks/is_max")
+    # Pad top, left and right with -inf; the four slices are each cell's
+    # upper-left, upper, upper-right and left neighbour.
+    padded = node("Pad", [heatmaps, const("pads", np.array([0, 0, 1, 1, 0, 0, 0, 1], np.int64)),
+                          const("minus_inf", np.array(-np.inf, np.float32))], "peaks/padded")
+    end = np.iinfo(np.int64).max
+    windows = {"upper_left": ([0, 0], [-1, -2]), "upper": ([0, 1], [-1, -1]),
+               "upper_right": ([0, 2], [-1, end]), "left": ([1, 0], [end, -2])}
+    hw_axes = const("hw_axes", np.array([2, 3], np.int64))
+    earlier = [node("Slice", [padded, const(f"{n}_starts", np.array(s, np.int64)),
+                              const(f"{n}_ends", np.array(e, np.int64)), hw_axes], f"peaks/{n}")
+               for n, (s, e) in windows.items()]
+    earlier_max = node("Max", earlier, "peaks/earlier_max")
+    beats_earlier = node("Greater", [heatmaps, earlier_max], "peaks/beats_earlier")
+    is_peak = node("And", [is_max, beats_earlier], "peaks/is_peak")
+    masked = node("Where", [is_peak, heatmaps, const("no_peak", np.array(NO_PEAK, np.float32))], "peaks/masked")
+    flat = node("Reshape", [masked, const("flat_shape", np.array([0, 0, -1], np.int64))], "peaks/flat")
+    scores, cells_out = PEAK_OUTPUTS[:2]
+    graph.node.append(helper.make_node("TopK", [flat, const("k", np.array([top_k], np.int64))], [scores, cells_out],
+                                       name="peaks/top_k", axis=-1, largest=1, sorted=1))
+
+    # The offset and refinement pairs at each peak: [N, C, 2, h*w] gathered at [N, C, 2, T].
+    def gather_at(maps: str, channels: int, index: str, output: str) -> None:
+        table = node("Reshape", [maps, const(f"{output}_shape", np.array([0, channels, 2, -1], np.int64))],
+                     f"peaks/{output}_table")
+        index = node("Unsqueeze", [index, const(f"{output}_axis", np.array([2], np.int64))], f"peaks/{output}_idx1")
+        index = node("Expand", [index, const(f"{output}_pair", np.array([1, 1, 2, 1], np.int64))],
+                     f"peaks/{output}_idx2")
+        node("GatherElements", [table, index], output, axis=3)
+
+    source_cells = node("Gather", [cells_out, const("sources", np.array(sources, np.int64))],
+                        "peaks/source_cells", axis=1)
+    gather_at(offsets, len(sources), source_cells, PEAK_OUTPUTS[2])
+    gather_at(refinements, skeleton.num_keypoints, cells_out, PEAK_OUTPUTS[3])
+
+    dense_batch = next(o for o in graph.output if o.name == heatmaps).type.tensor_type.shape.dim[0]
+    batch = dense_batch.dim_param if dense_batch.HasField("dim_param") else (dense_batch.dim_value or "batch")
+    k, limbs = skeleton.num_keypoints, len(sources)
+    peak_outputs = [helper.make_tensor_value_info(scores, TensorProto.FLOAT, [batch, k, top_k]),
+                    helper.make_tensor_value_info(cells_out, TensorProto.INT64, [batch, k, top_k]),
+                    helper.make_tensor_value_info(PEAK_OUTPUTS[2], TensorProto.FLOAT, [batch, limbs, 2, top_k]),
+                    helper.make_tensor_value_info(PEAK_OUTPUTS[3], TensorProto.FLOAT, [batch, k, 2, top_k])]
+    if not keep_dense:
+        del graph.output[:]
+    graph.output.extend(peak_outputs)
+
+    names = tuple(o.name for o in graph.output)
+    # The file's own decoder default must not ask for more peaks than the graph finds.
+    decoder = replace(meta.decoder, top_k=min(meta.decoder.top_k, top_k))
+    write_onnx_meta(out, replace(meta, output_names=names, peak_top_k=top_k, decoder=decoder))
+    onnx.checker.check_model(out)
+    return out
+
+
+def dense_maps_model(meta: ModelMeta, opset: int = 17) -> onnx.ModelProto:
+    """A model whose inputs are the dense maps themselves (``<name>_in``), passed through to its outputs.
+
+    With :func:`add_peak_outputs` it is the peak finder alone, for maps that
+    come from elsewhere than a network: tests and benchmarks on encoded targets.
+    """
+    k, limbs = meta.skeleton.num_keypoints, len(meta.skeleton.directed_limbs)
+    h, w = meta.map_height, meta.map_width
+    channels = {"heatmaps": k, "offsets": 2 * limbs, "refinements": 2 * k}
+    inputs = [helper.make_tensor_value_info(f"{n}_in", TensorProto.FLOAT, ["batch", c, h, w])
+              for n, c in channels.items()]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", c, h, w]) for n, c in channels.items()]
+    nodes = [helper.make_node("Identity", [f"{n}_in"], [n]) for n in channels]
+    graph = helper.make_graph(nodes, "rtpose_dense_maps", inputs, outputs)
+    # IR version 10: the onnxruntime releases rtpose supports do not all read newer ones.
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", opset)])
+    write_onnx_meta(model, replace(meta, output_names=DENSE_OUTPUTS, peak_top_k=0))
+    return model
+
+
+def write_peak_model(source: str | Path, output: str | Path, top_k: int) -> Path:
+    """:func:`add_peak_outputs` from file to file (``output`` may be ``source``)."""
+    model = add_peak_outputs(_load(source), top_k, source=source)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(output))
+    return output
+
+
+def compare_peaks(dense_model: str | Path | onnx.ModelProto, top_k: int, batch: int = 2, seed: int = 0) -> str:
+    """In-graph peaks against numpy's find_peaks on the same maps, on random pixels, as one line.
+
+    Runs the model with dense and peak outputs through onnxruntime; raises
+    ``RuntimeError`` where peaks or their refinements differ. A batch > 1
+    also checks the dynamic batch.
+    """
+    import onnxruntime as ort
+
+    from rtpose.decoder import find_peaks
+    from rtpose.fast_decoder import peaks_from_graph
+    from rtpose.preprocess import network_input
+
+    source = "model"
+    if not isinstance(dense_model, onnx.ModelProto):
+        source, dense_model = dense_model, _load(dense_model)
+    model = add_peak_outputs(dense_model, top_k, keep_dense=True, source=source)
+    meta = read_onnx_meta(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    pixels = np.random.default_rng(seed).integers(0, 256, (batch, meta.input_height, meta.input_width, 3), np.uint8)
+    named = dict(zip(meta.output_names, session.run(list(meta.output_names),
+                                                    {meta.input_name: network_input(pixels, meta)})))
+    threshold, total = meta.decoder.heatmap_threshold, 0
+    for i in range(batch):
+        want = find_peaks(named["heatmaps"][i], threshold, top_k)
+        got, slot = peaks_from_graph(named["peak_scores"][i], named["peak_cells"][i], threshold, top_k, meta.map_width)
+        cell = want.cell[:, 1] * meta.map_width + want.cell[:, 0]
+        refinements = named["refinements"][i].reshape(meta.skeleton.num_keypoints, 2, -1)
+        if not (np.array_equal(want.kind, got.kind) and np.array_equal(want.cell, got.cell)
+                and np.array_equal(want.score, got.score)
+                and np.array_equal(refinements[want.kind, :, cell], named["peak_refinements"][i][got.kind, :, slot])):
+            raise RuntimeError(f"in-graph peaks differ from numpy find_peaks on image {i} of the check batch")
+        total += len(got)
+    return f"in-graph peaks (top {top_k}) vs numpy find_peaks (onnxruntime), batch {batch}: {total} peaks, all equal"
+
+
+def _load(path: str | Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(path))
+    except FileNotFoundError:
+        raise ExportError(f"ONNX model not found: {path}") from None
+    except Exception as exc:  # onnx raises protobuf's own errors for a file that is not ONNX
+        raise ExportError(f"{path} is not an ONNX model ({type(exc).__name__})") from None
