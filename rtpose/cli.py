@@ -169,19 +169,91 @@ def _open_any_engine(model: Path):
 @app.command()
 @clean_errors
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by rtpose train.")],
-    output: Annotated[Path, typer.Option(help="File to write.")],
-    format: Annotated[str, typer.Option("--format", help="Export format (see export/formats.py).")] = "onnx",
+    checkpoint: Annotated[Path, typer.Argument(
+        help="Checkpoint written by rtpose train; for --format tensorrt, or onnx with --input-format, "
+             "also an rtpose .onnx.")],
+    output: Annotated[Path, typer.Option(help="File to write: .onnx, .pt2 (torch), .engine (tensorrt).")],
+    format: Annotated[str, typer.Option("--format", help="onnx, torch or tensorrt (see export/formats.py).")] = "onnx",
     opset: Annotated[Optional[int], typer.Option(help="ONNX opset (>= 17).")] = None,
+    max_batch: Annotated[Optional[int], typer.Option(
+        help="Largest batch the model takes (torch: 256; tensorrt: 8, the batch TensorRT tunes for).")] = None,
+    workspace: Annotated[Optional[float], typer.Option(help="TensorRT builder workspace in GiB (2).")] = None,
+    input_format: Annotated[Optional[str], typer.Option(
+        help="float32_nchw_rgb (normalised on the host) or uint8_nhwc_bgr (pixels, normalised in the graph: "
+             "on the GPU with TensorRT). Default: uint8 for tensorrt, float32 otherwise.")] = None,
+    peak_top_k: Annotated[Optional[int], typer.Option(
+        help="onnx: find the best N peaks per keypoint type in the graph (max-pool NMS, TopK) and output them "
+             "instead of the dense maps, so decoding no longer grows with the map size; from an .onnx, "
+             "add them to it.")] = None,
 ) -> None:
-    """Export a checkpoint, with the model's metadata inside, and check it against torch."""
-    from export.formats import check_request
-    fmt = check_request(format, {"opset": opset})
-    from export.onnx_export import DEFAULT_OPSET, check_parity, export_onnx
-    if fmt.name == "onnx":
-        path = export_onnx(checkpoint, output, opset=opset or DEFAULT_OPSET)
+    """Export a checkpoint, with the model's metadata inside, and check it against what it came from."""
+    from export.formats import ExportError, check_request
+    from rtpose.model_meta import INPUT_FORMATS, UINT8_NHWC_BGR
+    fmt = check_request(format, {"opset": opset, "max_batch": max_batch, "workspace": workspace,
+                                 "input_format": input_format, "peak_top_k": peak_top_k})
+    if input_format is not None and input_format not in INPUT_FORMATS:
+        raise ExportError(f"unknown --input-format '{input_format}' (known: {', '.join(INPUT_FORMATS)})")
+    if fmt.name == "tensorrt":
+        _export_tensorrt(checkpoint, output, opset, max_batch, workspace, input_format)
+        return
+    if output.suffix != fmt.suffix:
+        raise ExportError(f"--format {fmt.name} writes {fmt.suffix} files (the runtime picks the backend by the "
+                          f"suffix); got {output.name}")
+    if fmt.name == "torch":
+        from export.torch_export import DEFAULT_MAX_BATCH, check_torch_parity, export_torch
+        path = export_torch(checkpoint, output, max_batch or DEFAULT_MAX_BATCH)
         typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-        typer.echo(f"parity: {check_parity(checkpoint, path)}")
+        typer.echo(f"parity: {check_torch_parity(checkpoint, path)}")
+        return
+    from export.input_graph import compare_input_formats, write_uint8_input_model
+    if checkpoint.suffix == ".onnx":
+        if input_format != UINT8_NHWC_BGR and peak_top_k is None:
+            raise ExportError(f"{checkpoint} is ONNX already; from an .onnx, --format onnx only converts the input: "
+                              f"--input-format {UINT8_NHWC_BGR}, or adds peaks: --peak-top-k N")
+        source = checkpoint
+        if input_format == UINT8_NHWC_BGR:
+            path = write_uint8_input_model(checkpoint, output)
+            typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+            typer.echo(f"parity: {compare_input_formats(checkpoint, path)}")
+            source = output
+        if peak_top_k is not None:
+            _add_peaks(source, output, peak_top_k)
+            typer.echo(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")
+        return
+    import tempfile
+    from export.onnx_export import DEFAULT_OPSET, check_parity, export_onnx
+    with tempfile.TemporaryDirectory(prefix="rtpose-onnx-") as tmp:
+        plain = output if input_format != UINT8_NHWC_BGR else Path(tmp) / "float32.onnx"
+        export_onnx(checkpoint, plain, opset=opset or DEFAULT_OPSET)
+        typer.echo(f"parity: {check_parity(checkpoint, plain)}")
+        if plain != output:
+            write_uint8_input_model(plain, output)
+            typer.echo(f"parity: {compare_input_formats(plain, output)}")
+    if peak_top_k is not None:
+        _add_peaks(output, output, peak_top_k)
+    typer.echo(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")
+
+
+def _add_peaks(source: Path, output: Path, top_k: int) -> None:
+    """Peak outputs in the graph (export/peak_graph.py), checked against numpy's find_peaks first."""
+    from export.peak_graph import compare_peaks, write_peak_model
+    typer.echo(f"parity: {compare_peaks(source, top_k)}")
+    write_peak_model(source, output, top_k)
+
+
+def _export_tensorrt(source: Path, output: Path, opset, max_batch, workspace, input_format) -> None:
+    try:
+        from export.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_GIB, export_tensorrt
+    except ImportError as exc:        # checked before any work: an ONNX export first would be wasted
+        if (exc.name or "").split(".")[0] not in ("tensorrt", "cuda"):
+            raise
+        _fail(f"--format tensorrt needs TensorRT and cuda-python ({exc.name} is not importable): "
+              f"pip install 'rtpose[tensorrt]' on a machine with NVIDIA's GPU driver and CUDA")
+    from rtpose.model_meta import UINT8_NHWC_BGR
+    path, parity = export_tensorrt(source, output, max_batch or DEFAULT_MAX_BATCH, workspace or DEFAULT_WORKSPACE_GIB,
+                                   input_format or UINT8_NHWC_BGR, opset)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    typer.echo(f"parity: {parity}")
 
 
 HeatmapThreshold = Annotated[Optional[float], typer.Option(help="Decoder: lowest keypoint score (model default).")]
@@ -189,20 +261,55 @@ TopK = Annotated[Optional[int], typer.Option(help="Decoder: peaks kept per keypo
 MaxOffsetDistance = Annotated[Optional[float], typer.Option(help="Decoder: map pixels a guide may miss by.")]
 PersonThreshold = Annotated[Optional[float], typer.Option(help="Decoder: lowest person score.")]
 MaxPersons = Annotated[Optional[int], typer.Option(help="Decoder: most people per frame.")]
-ModelOption = Annotated[Path, typer.Option(help="Model file (.onnx); default: the shipped model.")]
+ModelOption = Annotated[Path, typer.Option(
+    help="Model file: .onnx (onnxruntime), .engine (TensorRT) or .pt2 (torch); default: the shipped model.")]
 EngineThreads = Annotated[Optional[int], typer.Option(
     help="CPU threads for inference (default: half the cores; 0: the engine's own default).")]
+
+
+SourcesOption = Annotated[list[str], typer.Option(
+    "--source", help="Video file, image, image folder, camera (0, camera, camera:1) or stream (rtsp://, http://, "
+    "tcp://, udp://...). Repeat for several sources, or name a .txt file listing them.")]
+Policy = Annotated[Optional[str], typer.Option(
+    help="latest: only the newest frame waits, late ones are dropped and counted; all: every frame. "
+         "Default: latest for cameras and streams, all for files.")]
+MaxBatch = Annotated[Optional[int], typer.Option(help="Frames of several sources per inference call (default: all).")]
+ReconnectTimeout = Annotated[float, typer.Option(
+    help="Seconds a dropped camera or stream may take to come back before the run gives it up.")]
+MaxFrames = Annotated[Optional[int], typer.Option(help="Stop after this many frames.")]
+
+
+def _run_options(decoder: dict, overlay: bool, policy: str | None, max_batch: int | None,
+                 max_frames: int | None):
+    from rtpose.capture import POLICIES
+    from rtpose.pipeline import RunOptions
+    if policy is not None and policy not in POLICIES:
+        raise ValueError(f"--policy must be one of {', '.join(POLICIES)}, not '{policy}'")
+    return RunOptions(decoder=decoder, overlay=overlay, policy=policy, max_batch=max_batch, max_frames=max_frames)
+
+
+def _print_sources(summary: dict) -> None:
+    for s in summary["sources"]:
+        dropped = f", {s['dropped']} dropped (newest frame kept)" if s["policy"] == "latest" else ""
+        back = f", reconnected after {s['reconnects']} drop(s)" if s["reconnects"] else ""
+        skipped = f", {s['skipped']} damaged frames skipped" if s["skipped"] else ""
+        typer.echo(f"  {s['source']}: {s['written']} frames written{dropped}{back}{skipped}")
 
 
 @app.command()
 @clean_errors
 def run(
-    source: Annotated[str, typer.Option(help="Video file, image, image folder, or camera (0, camera, camera:1).")],
+    source: SourcesOption,
     model: ModelOption = None,
-    output: Annotated[Optional[Path], typer.Option(help="Annotated video to write (.mp4, .avi).")] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        help="Annotated video to write (.mp4, .avi); with several sources, out.0.mp4, out.1.mp4...")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="JSON lines of poses, one line per frame.")] = None,
     show: Annotated[bool, typer.Option(help="Show the annotated frames in a window (q quits).")] = False,
-    overlay: Annotated[bool, typer.Option(help="Draw FPS and latency on the frames.")] = True,
+    overlay: Annotated[bool, typer.Option(help="Draw FPS, latency and dropped frames on the frames.")] = True,
+    policy: Policy = None,
+    max_batch: MaxBatch = None,
+    max_frames: MaxFrames = None,
+    reconnect_timeout: ReconnectTimeout = 10.0,
     engine_threads: EngineThreads = None,
     heatmap_threshold: HeatmapThreshold = None,
     top_k: TopK = None,
@@ -210,36 +317,49 @@ def run(
     person_threshold: PersonThreshold = None,
     max_persons: MaxPersons = None,
 ) -> None:
-    """Estimate poses on a video, images or a camera; write an annotated video and/or JSON lines."""
-    from rtpose.pipeline import RunOptions
+    """Estimate poses on videos, images, cameras or streams; write annotated video and/or JSON lines."""
     from rtpose.runner import DEFAULT_MODEL, Outputs, run as run_pipeline
+    from rtpose.sources import Reconnect
     model = model or DEFAULT_MODEL
     knobs = {"heatmap_threshold": heatmap_threshold, "top_k": top_k, "max_offset_distance": max_offset_distance,
              "person_threshold": person_threshold, "max_persons": max_persons}
     decoder = {k: v for k, v in knobs.items() if v is not None}
     if not (output or json_out or show):
         typer.echo("note: no --output, --json or --show given; poses are computed and not kept", err=True)
-    summary = run_pipeline(source, model, Outputs(output, json_out, show), RunOptions(decoder=decoder, overlay=overlay),
-                           engine_threads=engine_threads)
-    typer.echo(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} FPS)")
+    options = _run_options(decoder, overlay, policy, max_batch, max_frames)
+    summary = run_pipeline(source, model, Outputs(output, json_out, show), options, engine_threads=engine_threads,
+                           reconnect=Reconnect(give_up_after=reconnect_timeout))
+    typer.echo(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} FPS); latency "
+               f"median {summary['latency']['median_ms']:.0f} ms, p95 {summary['latency']['p95_ms']:.0f} ms")
+    if len(summary["sources"]) > 1 or any(s["dropped"] or s["reconnects"] or s["skipped"] for s in summary["sources"]):
+        _print_sources(summary)
     for path in (output, json_out):
         if path:
-            typer.echo(f"wrote {path}")
+            typer.echo(f"wrote {path}" if len(summary["sources"]) == 1 else f"wrote {path.stem}.N{path.suffix}")
+    if summary["error"]:
+        _fail(summary["error"])
 
 
 @app.command()
 @clean_errors
 def bench(
-    source: Annotated[str, typer.Option(help="Video file, image folder or camera to measure on.")],
+    source: SourcesOption,
     model: ModelOption = None,
-    frames: Annotated[Optional[int], typer.Option(help="Use only the first N frames.")] = None,
+    frames: Annotated[Optional[int], typer.Option(
+        help="Use only the first N frames (live sources: default 300).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the figures as JSON here.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Also write the annotated video (sink cost included).")] = None,
+    policy: Policy = None,
+    max_batch: MaxBatch = None,
+    reconnect_timeout: ReconnectTimeout = 10.0,
     engine_threads: EngineThreads = None,
 ) -> None:
-    """FPS and per-stage latency: threaded pipeline, the same work in one thread, and the engine alone."""
+    """FPS, per-stage and end-to-end latency: threaded pipeline, the same work in one thread, the engine alone."""
     from rtpose.runner import DEFAULT_MODEL, Outputs, bench as run_bench, format_bench
-    report = run_bench(source, model or DEFAULT_MODEL, frames, Outputs(video=output), engine_threads=engine_threads)
+    from rtpose.sources import Reconnect
+    options = _run_options({}, True, policy, max_batch, None)
+    report = run_bench(source, model or DEFAULT_MODEL, frames, Outputs(video=output), options,
+                       engine_threads=engine_threads, reconnect=Reconnect(give_up_after=reconnect_timeout))
     typer.echo(format_bench(report))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

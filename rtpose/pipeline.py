@@ -1,15 +1,19 @@
 """The runtime pipeline: capture -> preprocess -> inference -> decode+render -> sinks.
 
-Each stage is a thread; bounded queues join them, and one :class:`Frame`
-record travels through, gathering the letterbox, the outputs, the people and
-each stage's time. An :class:`EndOfStream` marker follows the last frame and
-carries the error if a stage failed. Frames never overtake each other (one
-thread per stage, FIFO queues), so output order is capture order.
+Each stage is a thread; bounded queues join them. What travels is a batch:
+the frames that were ready, at most one per source (see
+:mod:`rtpose.capture`), so several sources share one inference call. Each
+:class:`Frame` record gathers its letterbox, outputs, people and the time it
+spent in each stage, and is written to its own source's sinks. An
+:class:`EndOfStream` marker follows the last batch and carries the error if a
+stage failed. Batches never overtake each other (one thread per stage, FIFO
+queues), so output order is capture order.
 
 Stopping:
 - end of the source: the marker flows through and every frame is written;
-- Ctrl-C (:meth:`Pipeline.request_stop`): capture stops, frames in flight drain;
-- the source breaks (a file that stops decoding): like the end, then the error;
+- Ctrl-C (:meth:`Pipeline.request_stop`) or ``max_frames``: capture stops, frames in flight drain;
+- a source breaks (a file that stops decoding, a stream that never came
+  back): the other sources go on; at the end, the error;
 - another stage fails: ``abort`` is set, every stage leaves at its next queue
   operation, and :meth:`Pipeline.run` raises that error after the sinks are closed.
 
@@ -28,8 +32,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from rtpose.decoder import People, decode
+from rtpose.capture import Captured, Gather, default_policy
+from rtpose.decoder import People
 from rtpose.engine import Engine
+from rtpose.fast_decoder import decode_outputs
 from rtpose.model_meta import DecoderConfig
 from rtpose.preprocess import Letterbox, preprocess
 from rtpose.render import draw_overlay, draw_people
@@ -43,11 +49,14 @@ _TICK = 0.1   # seconds a blocked queue operation waits before checking for abor
 
 @dataclass
 class Frame:
-    index: int
+    index: int                         # frame number within its source
     timestamp: float
     image: np.ndarray
     captured_at: float                 # perf_counter() when the frame had been read: latency starts here
     name: str = ""
+    source: int = 0                    # which of the run's sources
+    batch: int = 1                     # frames in the inference call this frame was part of
+    queue_depths: tuple[int, ...] = ()  # batches waiting in each queue when this one was captured
     letterbox: Letterbox | None = None
     tensor: np.ndarray | None = None
     outputs: tuple[np.ndarray, ...] | None = None     # the model's outputs for this frame
@@ -68,77 +77,110 @@ class RunOptions:
     overlay: bool = True
     draw_min_score: float = 0.2
     queue_size: int = 2
+    policy: str | None = None          # "latest" or "all"; None: latest for live sources, all for files
+    max_batch: int | None = None       # frames per inference call; None: one per source, as the engine allows
+    max_frames: int | None = None      # stop capturing after this many frames (all sources together)
+    # Batches in the pipeline at once, with a latest-frame source: the capture
+    # thread takes the newest frame only when one leaves, so no stale frame
+    # queues between stages. Latency is about this many times the slowest stage.
+    in_flight: int = 2
+
+
+Batch = list[Frame]
 
 
 class Pipeline:
-    def __init__(self, source: Source, engine: Engine, sinks: list[Sink], options: RunOptions = RunOptions(),
-                 on_frame: Callable[[Frame], None] | None = None) -> None:
-        self.source, self.engine, self.sinks, self.options = source, engine, sinks, options
+    """``sinks[i]`` receive the frames of ``sources[i]``."""
+
+    def __init__(self, sources: list[Source], engine: Engine, sinks: list[list[Sink]],
+                 options: RunOptions = RunOptions(), on_frame: Callable[[Frame], None] | None = None) -> None:
+        if len(sinks) != len(sources):
+            raise ValueError(f"{len(sources)} sources but sinks for {len(sinks)}")
+        self.sources, self.engine, self.sinks, self.options = sources, engine, sinks, options
         self.on_frame = on_frame
         self.meta = engine.meta
         self.decoder: DecoderConfig = replace(engine.meta.decoder, **options.decoder)
+        self.batch_limit = _batch_limit(len(sources), options.max_batch, getattr(engine, "max_batch", 1))
         self.frames: list[Frame] = []          # finished frames, without their images
         self.stop_capture = threading.Event()
         self.abort = threading.Event()
-        self._recent = deque(maxlen=30)        # render times, for the overlay's FPS
-        self._index = 0
+        self.gather: Gather | None = None
+        self._queues: list[queue.Queue] = []
+        self._recent = [deque(maxlen=30) for _ in sources]   # render times, for the overlay's FPS
+        self._next_index = [0] * len(sources)
+        self._captured = 0
+        self._slots: threading.Semaphore | None = None   # see RunOptions.in_flight
 
-    # --- stage functions: each fills its part of the frame
+    # --- stage functions: each fills its part of every frame of a batch
 
-    def capture(self) -> Frame | None:
-        started = time.perf_counter()
-        read = self.source.read()
-        if read is None:
-            return None
-        now = time.perf_counter()
-        frame = Frame(self._index, read.timestamp, read.image, now, read.name)
-        self._index += 1
-        frame.times["capture"] = now - started
+    def _frame(self, c: Captured) -> Frame:
+        frame = Frame(self._next_index[c.source], c.frame.timestamp, c.frame.image, c.captured_at, c.frame.name,
+                      source=c.source, queue_depths=tuple(q.qsize() for q in self._queues))
+        frame.times["capture"] = c.read_seconds
+        self._next_index[c.source] += 1
         return frame
 
-    def preprocess(self, frame: Frame) -> None:
-        frame.tensor, frame.letterbox = preprocess(frame.image, self.meta)
+    def preprocess(self, batch: Batch) -> None:
+        for f in batch:
+            f.tensor, f.letterbox = preprocess(f.image, self.meta)
 
-    def infer(self, frame: Frame) -> None:
-        frame.outputs = tuple(o[0] for o in self.engine.infer(frame.tensor))
-        frame.tensor = None
+    def infer(self, batch: Batch) -> None:
+        outputs = self.engine.infer(np.concatenate([f.tensor for f in batch]))
+        for i, f in enumerate(batch):
+            f.outputs = tuple(o[i] for o in outputs)
+            f.tensor = None
+            f.batch = len(batch)
 
-    def decode(self, frame: Frame) -> None:
-        people = decode(*frame.outputs, self.meta, self.decoder)
-        frame.people = people.map_xy(frame.letterbox.to_original)
-        frame.outputs = None
+    def decode(self, batch: Batch) -> None:
+        for f in batch:
+            people = decode_outputs(f.outputs, self.meta, self.decoder)
+            f.people = people.map_xy(f.letterbox.to_original)
+            f.outputs = None
 
-    def render(self, frame: Frame) -> None:
-        # The original pixels are not needed after this stage: draw on them.
-        image = draw_people(frame.image, frame.people, self.meta.skeleton, self.options.draw_min_score)
+    def render(self, batch: Batch) -> None:
+        for f in batch:
+            # The original pixels are not needed after this stage: draw on them.
+            image = draw_people(f.image, f.people, self.meta.skeleton, self.options.draw_min_score)
+            now = time.perf_counter()
+            recent = self._recent[f.source]
+            recent.append(now)
+            if self.options.overlay:
+                fps = (len(recent) - 1) / (now - recent[0]) if len(recent) > 1 else 0.0
+                lines = [f"{fps:5.1f} FPS  {1000 * (now - f.captured_at):4.0f} ms", f"{len(f.people)} people"]
+                if self.gather and self.gather.readers[f.source].policy == "latest":
+                    lines.append(f"{self.gather.readers[f.source].dropped} dropped")
+                draw_overlay(image, lines)
+            f.rendered = image
+
+    def sink(self, batch: Batch) -> None:
+        for f in batch:
+            for s in self.sinks[f.source]:
+                try:
+                    s.write(f)
+                except StopRequested:
+                    self.stop_capture.set()
+
+    def _finish(self, batch: Batch) -> None:
+        if self._slots is not None:
+            self._slots.release()
         now = time.perf_counter()
-        self._recent.append(now)
-        if self.options.overlay:
-            fps = (len(self._recent) - 1) / (now - self._recent[0]) if len(self._recent) > 1 else 0.0
-            latency = 1000 * (now - frame.captured_at)
-            draw_overlay(image, [f"{fps:5.1f} FPS  {latency:4.0f} ms", f"{len(frame.people)} people"])
-        frame.rendered = image
+        for frame in batch:
+            frame.done_at = now
+            frame.image = frame.rendered = None     # keep the record, not the pixels
+            self.frames.append(frame)
+            if self.on_frame:
+                self.on_frame(frame)
 
-    def sink(self, frame: Frame) -> None:
-        for s in self.sinks:
-            try:
-                s.write(frame)
-            except StopRequested:
-                self.stop_capture.set()
-
-    def _finish(self, frame: Frame) -> None:
-        frame.done_at = time.perf_counter()
-        frame.image = frame.rendered = None     # keep the record, not the pixels
-        self.frames.append(frame)
-        if self.on_frame:
-            self.on_frame(frame)
+    def _enough(self) -> bool:
+        return self.options.max_frames is not None and self._captured >= self.options.max_frames
 
     # --- threaded run
 
     def run(self) -> list[Frame]:
-        """Run to the end of the source (or a stop); raises the first stage error, after cleanup."""
-        q = [queue.Queue(maxsize=self.options.queue_size) for _ in range(4)]
+        """Run to the end of the sources (or a stop); raises the first error, after cleanup."""
+        self._queues = q = [queue.Queue(maxsize=self.options.queue_size) for _ in range(4)]
         errors: list[BaseException] = []
+        policies = [self.options.policy or default_policy(s) for s in self.sources]
         workers = [
             threading.Thread(target=self._capture_loop, args=(q[0], errors), name=THREADS[0]),
             self._worker(THREADS[1], q[0], q[1], [("preprocess", self.preprocess)], errors),
@@ -146,7 +188,10 @@ class Pipeline:
             self._worker(THREADS[3], q[2], q[3], [("decode", self.decode), ("render", self.render)], errors),
             self._worker(THREADS[4], q[3], None, [("sink", self.sink)], errors),
         ]
+        if "latest" in policies:
+            self._slots = threading.Semaphore(max(1, self.options.in_flight))
         try:
+            self.gather = Gather(self.sources, policies)
             for w in workers:
                 w.daemon = True
                 w.start()
@@ -173,22 +218,25 @@ class Pipeline:
         self.stop_capture.set()
 
     def _capture_loop(self, out: queue.Queue, errors: list) -> None:
-        try:
-            while not self.stop_capture.is_set() and not self.abort.is_set():
-                frame = self.capture()
-                if frame is None:
-                    break
-                if not self._put(out, frame):
-                    return
-            self._put(out, EndOfStream())
-        except Exception as exc:  # noqa: BLE001 - handed to the caller through `errors`
-            # A broken source ends the stream but not the run: frames read
-            # before the break still flow through and are written.
-            errors.append(exc)
-            self._put(out, EndOfStream(exc))
+        stop = _AnyEvent(self.stop_capture, self.abort)
+        while not stop.is_set() and not self._enough():
+            if self._slots is not None and not self._slots.acquire(timeout=_TICK):
+                continue
+            taken = self.gather.take(self.batch_limit, stop)
+            if taken is None:
+                break
+            batch = [self._frame(c) for c in taken]
+            self._captured += len(batch)
+            if not self._put(out, batch):
+                return
+        # A broken source ends its stream but not the run: frames read before
+        # the break (and the other sources' frames) flow through and are written.
+        failures = self.gather.errors
+        errors.extend(failures)
+        self._put(out, EndOfStream(failures[0] if failures else None))
 
     def _worker(self, name: str, inbox: queue.Queue, out: queue.Queue | None,
-                steps: list[tuple[str, Callable[[Frame], None]]], errors: list) -> threading.Thread:
+                steps: list[tuple[str, Callable[[Batch], None]]], errors: list) -> threading.Thread:
         def loop() -> None:
             try:
                 while True:
@@ -200,9 +248,7 @@ class Pipeline:
                             self._put(out, item)
                         return
                     for stage, step in steps:
-                        started = time.perf_counter()
-                        step(item)
-                        item.times[stage] = time.perf_counter() - started
+                        _timed(stage, step, item)
                     if out is None:
                         self._finish(item)
                     elif not self._put(out, item):
@@ -240,26 +286,78 @@ class Pipeline:
     # --- the same work in one thread, for comparison
 
     def run_sequential(self) -> list[Frame]:
+        """Read, infer, decode, render and write in turn; the sources are read in this thread too."""
+        active = list(range(len(self.sources)))
         try:
-            while not self.stop_capture.is_set():
-                frame = self.capture()
-                if frame is None:
-                    break
+            while active and not self.stop_capture.is_set() and not self._enough():
+                batch = []
+                for i in list(active)[:self.batch_limit]:
+                    started = time.perf_counter()
+                    read = self.sources[i].read()
+                    if read is None:
+                        active.remove(i)
+                        continue
+                    now = time.perf_counter()
+                    batch.append(self._frame(Captured(i, read, now, now - started)))
+                if not batch:
+                    continue
+                self._captured += len(batch)
                 for stage, step in (("preprocess", self.preprocess), ("inference", self.infer),
                                     ("decode", self.decode), ("render", self.render), ("sink", self.sink)):
-                    started = time.perf_counter()
-                    step(frame)
-                    frame.times[stage] = time.perf_counter() - started
-                self._finish(frame)
+                    _timed(stage, step, batch)
+                self._finish(batch)
         finally:
             self.close()
         return self.frames
 
+    def source_report(self) -> list[dict]:
+        """Per source: frames read, dropped by the latest-frame policy, written, reconnects, damaged ones skipped."""
+        written = [0] * len(self.sources)
+        for f in self.frames:
+            written[f.source] += 1
+        report = []
+        for i, source in enumerate(self.sources):
+            reader = self.gather.readers[i] if self.gather else None
+            report.append({"source": source.name, "policy": reader.policy if reader else "all",
+                           "read": reader.read if reader else written[i], "dropped": reader.dropped if reader else 0,
+                           "written": written[i], "reconnects": getattr(source, "reconnects", 0),
+                           "skipped": getattr(source, "skipped", 0)})
+        return report
+
     def close(self) -> None:
-        """Finalise every sink (a playable file even after a failure) and release the source."""
-        for s in self.sinks:
-            try:
-                s.close()
-            except Exception:  # noqa: BLE001 - closing the others matters more
-                pass
-        self.source.close()
+        """Finalise every sink (a playable file even after a failure) and release the sources."""
+        for sinks in self.sinks:
+            for s in sinks:
+                try:
+                    s.close()
+                except Exception:  # noqa: BLE001 - closing the others matters more
+                    pass
+        if self.gather is not None:
+            self.gather.close()              # the readers close their sources
+        else:
+            for source in self.sources:
+                source.close()
+
+
+def _timed(stage: str, step: Callable[[Batch], None], batch: Batch) -> None:
+    """Run one stage over a batch; each frame spent the whole of it in that stage."""
+    started = time.perf_counter()
+    step(batch)
+    elapsed = time.perf_counter() - started
+    for f in batch:
+        f.times[stage] = elapsed
+
+
+def _batch_limit(sources: int, asked: int | None, engine_max: int | None) -> int:
+    limits = [sources] + [x for x in (asked, engine_max) if x is not None]
+    return max(1, min(limits))
+
+
+class _AnyEvent:
+    """Set when either event is: what :meth:`Gather.take` waits on."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)

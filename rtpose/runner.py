@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -18,10 +18,11 @@ from rtpose.pipeline import THREADS, Pipeline, RunOptions
 from rtpose.preprocess import preprocess
 from rtpose.progress import Progress
 from rtpose.sinks import JsonLinesSink, Sink, VideoSink, WindowSink
-from rtpose.sources import Source, open_source
+from rtpose.sources import Reconnect, Source, SourceError, open_source
 from rtpose.stats import summarize
 
 DEFAULT_MODEL = Path(rtpose.__file__).parent / "models" / "default.onnx"
+LIVE_BENCH_FRAMES = 300   # a live source has no end: bench measures this many frames unless told
 
 
 def pipeline_engine_threads() -> int:
@@ -40,8 +41,17 @@ class Outputs:
     json_lines: Path | None = None
     show: bool = False
 
+    def for_source(self, index: int, count: int) -> "Outputs":
+        """With several sources each writes its own files: ``out.mp4`` -> ``out.0.mp4``, ``out.1.mp4``..."""
+        if count == 1:
+            return self
 
-def open_sinks(outputs: Outputs, fps: float) -> list[Sink]:
+        def numbered(path: Path | None) -> Path | None:
+            return path.with_name(f"{path.stem}.{index}{path.suffix}") if path else None
+        return Outputs(numbered(self.video), numbered(self.json_lines), self.show)
+
+
+def open_sinks(outputs: Outputs, fps: float, title: str = "rtpose") -> list[Sink]:
     sinks: list[Sink] = []
     try:
         if outputs.video:
@@ -49,34 +59,100 @@ def open_sinks(outputs: Outputs, fps: float) -> list[Sink]:
         if outputs.json_lines:
             sinks.append(JsonLinesSink(outputs.json_lines))
         if outputs.show:
-            sinks.append(WindowSink())
+            sinks.append(WindowSink(title))
     except Exception:
-        for s in sinks:
-            s.close()
+        _close_all(sinks)
         raise
     return sinks
 
 
-def run(source_spec: str, model: str | Path, outputs: Outputs, options: RunOptions = RunOptions(),
-        progress: bool = True, engine_threads: int | None = None) -> dict:
-    """Run the pipeline over a source; returns the figures of :func:`rtpose.stats.summarize`."""
-    engine = open_engine(model, pipeline_engine_threads() if engine_threads is None else engine_threads)
-    source = open_source(source_spec)
+def _close_all(things) -> None:
+    for thing in things:
+        try:
+            thing.close()
+        except Exception:  # noqa: BLE001 - closing the others matters more
+            pass
+
+
+def expand_sources(specs: list[str]) -> list[str]:
+    """What ``--source`` named: a ``.txt`` file stands for the sources it lists, one per line (# comments)."""
+    expanded = []
+    for spec in specs:
+        path = Path(spec)
+        if path.suffix.lower() == ".txt" and path.is_file():
+            lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+            listed = [line for line in lines if line]
+            if not listed:
+                raise SourceError(f"{path} lists no sources")
+            expanded.extend(listed)
+        else:
+            expanded.append(spec)
+    if not expanded:
+        raise SourceError("no source given")
+    return expanded
+
+
+def open_sources(specs: list[str], reconnect: Reconnect = Reconnect()) -> list[Source]:
+    sources: list[Source] = []
     try:
-        sinks = open_sinks(outputs, source.fps)
+        for spec in specs:
+            sources.append(open_source(spec, reconnect))
     except Exception:
-        source.close()
+        _close_all(sources)
         raise
-    bar = Progress(source.frame_count, "run", "frame") if progress and source.frame_count else None
-    pipeline = Pipeline(source, engine, sinks, options, on_frame=(lambda f: bar.update(1)) if bar else None)
+    return sources
+
+
+def build_pipeline(specs: list[str], engine: Engine, outputs: Outputs, options: RunOptions,
+                   reconnect: Reconnect = Reconnect(), on_frame=None, wrap=None) -> Pipeline:
+    """Sources opened, each with its own sinks; ``wrap`` may wrap each source (bench records frames)."""
+    sources = open_sources(specs, reconnect)
+    if wrap:
+        sources = [wrap(s) for s in sources]
+    sinks: list[list[Sink]] = []
+    try:
+        for i, source in enumerate(sources):
+            sinks.append(open_sinks(outputs.for_source(i, len(sources)), source.fps, f"rtpose: {source.name}"))
+    except Exception:
+        _close_all(s for group in sinks for s in group)
+        _close_all(sources)
+        raise
+    return Pipeline(sources, engine, sinks, options, on_frame)
+
+
+def run(source_specs: list[str] | str, model: str | Path, outputs: Outputs, options: RunOptions = RunOptions(),
+        progress: bool = True, engine_threads: int | None = None, reconnect: Reconnect = Reconnect()) -> dict:
+    """Run the pipeline over one or more sources: :func:`rtpose.stats.summarize`'s figures plus ``error``.
+
+    ``error`` says why a source ended early (None if none did); any other failure raises.
+    """
+    specs = expand_sources([source_specs] if isinstance(source_specs, str) else list(source_specs))
+    engine = open_engine(model, pipeline_engine_threads() if engine_threads is None else engine_threads)
+    try:
+        pipeline = build_pipeline(specs, engine, outputs, options, reconnect)
+    except Exception:
+        engine.close()
+        raise
+    counts = [s.frame_count for s in pipeline.sources]
+    total = sum(counts) if all(counts) else None
+    if total and options.max_frames:
+        total = min(total, options.max_frames)
+    bar = Progress(total, "run", "frame") if progress and total else None
+    pipeline.on_frame = (lambda f: bar.update(1)) if bar else None
     started = time.perf_counter()
+    error = None
     try:
         frames = pipeline.run()
+    except SourceError as exc:
+        # A source that broke or gave up: what came before is written and
+        # counted like a finished run, and the error is reported with it.
+        frames, error = pipeline.frames, str(exc)
     finally:
         if bar:
             bar.close()
         engine.close()
-    return summarize(frames, time.perf_counter() - started)
+    summary = summarize(frames, time.perf_counter() - started, pipeline.source_report())
+    return {**summary, "error": error}
 
 
 # --- bench
@@ -102,34 +178,25 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-class _LimitedSource:
-    """The first ``limit`` frames of a source."""
+class _Recording:
+    """A source that keeps a copy of its first ``keep`` images, so the engine alone can run on the same input."""
 
-    def __init__(self, source: Source, limit: int | None) -> None:
-        self.inner, self.limit, self.count = source, limit, 0
-        self.name, self.fps, self.live = source.name, source.fps, source.live
-        self.frame_count = min(x for x in (source.frame_count, limit) if x is not None) \
-            if (source.frame_count or limit) else None
+    def __init__(self, source: Source, keep: int) -> None:
+        self.inner, self.keep, self.images = source, keep, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
     def read(self):
-        if self.limit is not None and self.count >= self.limit:
-            return None
-        self.count += 1
-        return self.inner.read()
-
-    def close(self) -> None:
-        self.inner.close()
+        read = self.inner.read()
+        if read is not None and len(self.images) < self.keep:
+            self.images.append(read.image.copy())
+        return read
 
 
-def engine_only_fps(engine: Engine, source_spec: str, frames: int) -> dict:
+def engine_only_fps(engine: Engine, images: list[np.ndarray]) -> dict:
     """Inference alone on the same input: frames preprocessed first, then only ``infer`` is timed."""
-    source = open_source(source_spec)
-    tensors = []
-    try:
-        while len(tensors) < frames and (read := source.read()) is not None:
-            tensors.append(preprocess(read.image, engine.meta)[0])
-    finally:
-        source.close()
+    tensors = [preprocess(image, engine.meta)[0] for image in images]
     engine.infer(tensors[0])                 # warm-up
     started = time.perf_counter()
     for t in tensors:
@@ -138,57 +205,85 @@ def engine_only_fps(engine: Engine, source_spec: str, frames: int) -> dict:
     return {"frames": len(tensors), "seconds": round(seconds, 3), "fps": round(len(tensors) / seconds, 2)}
 
 
-def bench(source_spec: str, model: str | Path, frames: int | None = None, outputs: Outputs = Outputs(),
-          options: RunOptions = RunOptions(overlay=True), engine_threads: int | None = None) -> dict:
+def bench(source_specs: list[str] | str, model: str | Path, frames: int | None = None,
+          outputs: Outputs = Outputs(), options: RunOptions = RunOptions(overlay=True),
+          engine_threads: int | None = None, reconnect: Reconnect = Reconnect()) -> dict:
     """Pipeline, engine-only and sequential figures, measured one after the other in this process.
 
-    All three use the same engine, with the pipeline's thread setting.
+    All three use the same engine, with the pipeline's thread setting, and the
+    same input: the engine alone runs on frames recorded during the pipeline
+    run, so a live stream is measured once. The sequential run needs to read
+    the sources again and is left out for live sources, which cannot replay.
     """
+    specs = expand_sources([source_specs] if isinstance(source_specs, str) else list(source_specs))
     engine = open_engine(model, pipeline_engine_threads() if engine_threads is None else engine_threads)
+    # With no output asked for, poses still go through a JSON sink, so the sink
+    # stage does its usual work (to /dev/null).
+    outputs = outputs if (outputs.video or outputs.json_lines) else Outputs(json_lines=Path(os.devnull))
+    report = {"sources": specs, "machine": machine_info(engine)}
+    try:
+        recorded: list[_Recording] = []
 
-    def sinks_for(fps: float) -> list[Sink]:
-        # With no output asked for, poses still go through a JSON sink, so the
-        # sink stage does its usual work (to /dev/null).
-        return open_sinks(outputs, fps) or [JsonLinesSink(os.devnull)]
-    report = {"source": source_spec, "machine": machine_info(engine)}
-    probe = open_source(source_spec)
-    count = frames or probe.frame_count or 300
-    probe.close()
-    report["engine_only"] = engine_only_fps(engine, source_spec, min(count, 200))
-    for mode in ("pipeline", "sequential"):
-        source = _LimitedSource(open_source(source_spec), frames)
-        pipeline = Pipeline(source, engine, sinks_for(source.fps), options)
+        def record(source: Source) -> Source:
+            recorded.append(_Recording(source, 200))
+            return recorded[-1]
+        pipeline = build_pipeline(specs, engine, outputs, options, reconnect, wrap=record)
+        live = any(s.live for s in pipeline.sources)
+        options = replace(options, max_frames=frames or (LIVE_BENCH_FRAMES if live else None))
+        pipeline.options = options
         started = time.perf_counter()
-        done = pipeline.run() if mode == "pipeline" else pipeline.run_sequential()
-        report[mode] = summarize(done, time.perf_counter() - started)
-    engine.close()
-    report["pipeline_vs_sequential"] = round(report["pipeline"]["fps"] / report["sequential"]["fps"], 3)
+        done = pipeline.run()
+        report["pipeline"] = summarize(done, time.perf_counter() - started, pipeline.source_report())
+        report["engine_only"] = engine_only_fps(engine, [im for r in recorded for im in r.images][:200])
+        if not live:
+            sequential = build_pipeline(specs, engine, outputs, options, reconnect)
+            started = time.perf_counter()
+            done = sequential.run_sequential()
+            report["sequential"] = summarize(done, time.perf_counter() - started, sequential.source_report())
+            report["pipeline_vs_sequential"] = round(report["pipeline"]["fps"] / report["sequential"]["fps"], 3)
+    finally:
+        engine.close()
     report["pipeline_vs_engine_only"] = round(report["pipeline"]["fps"] / report["engine_only"]["fps"], 3)
+    stages = report["pipeline"]["stages"]
+    work = stages["inference"]["median_ms"] + stages["decode"]["median_ms"]
+    report["latency_p95_vs_inference_plus_decode"] = round(report["pipeline"]["latency"]["p95_ms"] / work, 2)
     return report
 
 
 def format_bench(report: dict) -> str:
-    m = report["machine"]
+    m, pipe = report["machine"], report["pipeline"]
+    seq = report.get("sequential")
     lines = [f"machine: {m['cpu']}, {m['cores']} cores; python {m['python']}, onnxruntime {m['onnxruntime']} "
              f"({', '.join(m['providers'] or [])}), opencv {m['opencv']}, numpy {m['numpy']}",
              f"threads: {m['pipeline_threads']} pipeline stages; onnxruntime intra-op {m['engine_threads']}",
-             f"model: {m['model']} at {m['input']}; source: {report['source']}",
+             f"model: {m['model']} at {m['input']}; sources: {', '.join(report['sources'])}",
              "",
              f"{'':22s}{'frames':>8s}{'FPS':>9s}",
-             f"{'pipeline (threads)':22s}{report['pipeline']['frames']:8d}{report['pipeline']['fps']:9.1f}",
-             f"{'sequential (1 thread)':22s}{report['sequential']['frames']:8d}{report['sequential']['fps']:9.1f}",
-             f"{'engine only':22s}{report['engine_only']['frames']:8d}{report['engine_only']['fps']:9.1f}",
-             f"pipeline / sequential = {report['pipeline_vs_sequential']:.2f}, "
-             f"pipeline / engine only = {report['pipeline_vs_engine_only']:.2f}",
-             "",
-             f"{'stage (ms)':22s}{'pipe med':>9s}{'pipe p95':>9s}{'seq med':>9s}{'seq p95':>9s}"]
-    for stage, p in report["pipeline"]["stages"].items():
-        s = report["sequential"]["stages"][stage]
-        lines.append(f"{stage:22s}{p['median_ms']:9.2f}{p['p95_ms']:9.2f}{s['median_ms']:9.2f}{s['p95_ms']:9.2f}")
-    for mode in ("pipeline", "sequential"):
-        lat = report[mode]["latency"]
-        lines.append(f"{'latency ' + mode:22s}{lat['median_ms']:9.2f}{lat['p95_ms']:9.2f}  (capture to output; "
-                     f"max {lat['max_ms']:.1f})")
+             f"{'pipeline (threads)':22s}{pipe['frames']:8d}{pipe['fps']:9.1f}"]
+    if seq:
+        lines.append(f"{'sequential (1 thread)':22s}{seq['frames']:8d}{seq['fps']:9.1f}")
+    lines.append(f"{'engine only':22s}{report['engine_only']['frames']:8d}{report['engine_only']['fps']:9.1f}")
+    ratios = [f"pipeline / engine only = {report['pipeline_vs_engine_only']:.2f}"]
+    if seq:
+        ratios.insert(0, f"pipeline / sequential = {report['pipeline_vs_sequential']:.2f}")
+    lines += [", ".join(ratios), "", f"{'stage (ms)':22s}{'pipe med':>9s}{'pipe p95':>9s}"
+              + (f"{'seq med':>9s}{'seq p95':>9s}" if seq else "")]
+    for stage, p in pipe["stages"].items():
+        row = f"{stage:22s}{p['median_ms']:9.2f}{p['p95_ms']:9.2f}"
+        if seq:
+            row += f"{seq['stages'][stage]['median_ms']:9.2f}{seq['stages'][stage]['p95_ms']:9.2f}"
+        lines.append(row)
+    for mode, figures in (("pipeline", pipe), ("sequential", seq)):
+        if figures:
+            lat = figures["latency"]
+            lines.append(f"{'latency ' + mode:22s}{lat['median_ms']:9.2f}{lat['p95_ms']:9.2f}  (capture to output; "
+                         f"max {lat['max_ms']:.1f})")
+    lines.append(f"latency p95 / (inference + decode medians) = {report['latency_p95_vs_inference_plus_decode']:.2f}")
+    depths = ", ".join(f"{q} {d['mean']:.1f}/{d['max']}" for q, d in pipe["queue_depths"].items())
+    lines.append(f"queue depths (mean/max): {depths}; batch mean {pipe['batch']['mean']:.1f}")
+    for s in pipe["sources"]:
+        lines.append(f"source {s['source']}: {s['policy']} frames, read {s['read']}, dropped {s['dropped']}, "
+                     f"written {s['written']}, reconnects {s['reconnects']}")
     return "\n".join(lines)
 
 

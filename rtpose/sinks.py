@@ -7,6 +7,7 @@ a failure is a finished, playable file.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -75,7 +76,10 @@ def people_to_json(people: People) -> list[dict]:
 
 
 class JsonLinesSink:
-    """One line per frame: ``{"frame", "timestamp", "persons": [{"score", "keypoints": [[x, y, score]]}]}``."""
+    """One line per frame: ``{"frame", "timestamp", "latency_ms", "persons": [{"score", "keypoints": [[x, y, s]]}]}``.
+
+    ``latency_ms`` is from the moment the frame was read to this write.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -85,7 +89,9 @@ class JsonLinesSink:
             raise SinkError(f"cannot write {self.path}: {exc.strerror}") from None
 
     def write(self, frame) -> None:
-        record = {"frame": frame.index, "timestamp": round(frame.timestamp, 4), "persons": people_to_json(frame.people)}
+        latency = 1000 * (time.perf_counter() - frame.captured_at)
+        record = {"frame": frame.index, "timestamp": round(frame.timestamp, 4), "latency_ms": round(latency, 1),
+                  "persons": people_to_json(frame.people)}
         if frame.name:
             record["image"] = frame.name
         self.file.write(json.dumps(record) + "\n")

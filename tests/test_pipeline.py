@@ -35,6 +35,9 @@ class ListSource:
         self.i += 1
         return SourceFrame(image, self.i / self.fps)
 
+    def interrupt(self):
+        pass
+
     def close(self):
         self.closed = True
 
@@ -89,7 +92,7 @@ def run_with_timeout(pipeline, seconds=20):
 
 def test_every_frame_arrives_in_capture_order():
     sink = RecordingSink()
-    result = run_with_timeout(Pipeline(ListSource(60), FakeEngine(), [sink], RunOptions(overlay=False)))
+    result = run_with_timeout(Pipeline([ListSource(60)], FakeEngine(), [[sink]], RunOptions(overlay=False)))
     assert "error" not in result
     assert [i for i, _ in sink.seen] == list(range(60))
     assert [v for _, v in sink.seen] == list(range(60))       # each frame's own pixels
@@ -103,7 +106,7 @@ def test_a_failing_stage_stops_everything_and_reports(where):
     sink = RecordingSink(fail_at=5 if where == "sink" else None)
     source = ListSource(10_000)
     engine = FakeEngine(fail_at=7 if where == "engine" else None)
-    result = run_with_timeout(Pipeline(source, engine, [sink], RunOptions(overlay=False)))
+    result = run_with_timeout(Pipeline([source], engine, [[sink]], RunOptions(overlay=False)))
     assert isinstance(result["error"], (RuntimeError, OSError))
     assert sink.closed and source.closed
     assert source.i < 10_000                                   # capture stopped early
@@ -111,14 +114,14 @@ def test_a_failing_stage_stops_everything_and_reports(where):
 
 def test_a_broken_source_still_delivers_the_frames_before_the_break():
     sink = RecordingSink()
-    result = run_with_timeout(Pipeline(ListSource(100, fail_at=30), FakeEngine(), [sink]))
+    result = run_with_timeout(Pipeline([ListSource(100, fail_at=30)], FakeEngine(), [[sink]]))
     assert "source broke at 30" in str(result["error"])
     assert [i for i, _ in sink.seen] == list(range(30))
 
 
 def test_stop_request_drains_what_was_captured():
     sink = RecordingSink()
-    pipeline = Pipeline(ListSource(100_000), FakeEngine(), [sink])
+    pipeline = Pipeline([ListSource(100_000)], FakeEngine(), [[sink]])
     threading.Timer(0.3, pipeline.request_stop).start()
     result = run_with_timeout(pipeline)
     assert "error" not in result
@@ -128,7 +131,7 @@ def test_stop_request_drains_what_was_captured():
 
 def test_video_written_before_a_failure_is_playable(tmp_path):
     path = tmp_path / "partial.mp4"
-    pipeline = Pipeline(ListSource(1000), FakeEngine(fail_at=25), [VideoSink(path, 10)], RunOptions(overlay=False))
+    pipeline = Pipeline([ListSource(1000)], FakeEngine(fail_at=25), [[VideoSink(path, 10)]], RunOptions(overlay=False))
     result = run_with_timeout(pipeline)
     assert "engine failed" in str(result["error"])
     capture = cv2.VideoCapture(str(path))
@@ -140,5 +143,5 @@ def test_video_written_before_a_failure_is_playable(tmp_path):
 
 def test_sequential_run_does_the_same_work():
     sink = RecordingSink()
-    frames = Pipeline(ListSource(20), FakeEngine(), [sink]).run_sequential()
+    frames = Pipeline([ListSource(20)], FakeEngine(), [[sink]]).run_sequential()
     assert len(frames) == 20 and [i for i, _ in sink.seen] == list(range(20))
