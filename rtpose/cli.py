@@ -277,15 +277,21 @@ MaxBatch = Annotated[Optional[int], typer.Option(help="Frames of several sources
 ReconnectTimeout = Annotated[float, typer.Option(
     help="Seconds a dropped camera or stream may take to come back before the run gives it up.")]
 MaxFrames = Annotated[Optional[int], typer.Option(help="Stop after this many frames.")]
+InFlight = Annotated[int, typer.Option(
+    help="Live sources: frames in the pipeline at once. 1: lowest latency; 2: more FPS when the source is faster "
+         "than the pipeline.")]
 
 
 def _run_options(decoder: dict, overlay: bool, policy: str | None, max_batch: int | None,
-                 max_frames: int | None):
+                 max_frames: int | None, in_flight: int):
     from rtpose.capture import POLICIES
     from rtpose.pipeline import RunOptions
     if policy is not None and policy not in POLICIES:
         raise ValueError(f"--policy must be one of {', '.join(POLICIES)}, not '{policy}'")
-    return RunOptions(decoder=decoder, overlay=overlay, policy=policy, max_batch=max_batch, max_frames=max_frames)
+    if in_flight < 1:
+        raise ValueError("--in-flight must be at least 1")
+    return RunOptions(decoder=decoder, overlay=overlay, policy=policy, max_batch=max_batch, max_frames=max_frames,
+                      in_flight=in_flight)
 
 
 def _print_sources(summary: dict) -> None:
@@ -309,6 +315,7 @@ def run(
     policy: Policy = None,
     max_batch: MaxBatch = None,
     max_frames: MaxFrames = None,
+    in_flight: InFlight = 2,
     reconnect_timeout: ReconnectTimeout = 10.0,
     engine_threads: EngineThreads = None,
     heatmap_threshold: HeatmapThreshold = None,
@@ -326,7 +333,7 @@ def run(
     decoder = {k: v for k, v in knobs.items() if v is not None}
     if not (output or json_out or show):
         typer.echo("note: no --output, --json or --show given; poses are computed and not kept", err=True)
-    options = _run_options(decoder, overlay, policy, max_batch, max_frames)
+    options = _run_options(decoder, overlay, policy, max_batch, max_frames, in_flight)
     summary = run_pipeline(source, model, Outputs(output, json_out, show), options, engine_threads=engine_threads,
                            reconnect=Reconnect(give_up_after=reconnect_timeout))
     typer.echo(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} FPS); latency "
@@ -351,13 +358,14 @@ def bench(
     output: Annotated[Optional[Path], typer.Option(help="Also write the annotated video (sink cost included).")] = None,
     policy: Policy = None,
     max_batch: MaxBatch = None,
+    in_flight: InFlight = 2,
     reconnect_timeout: ReconnectTimeout = 10.0,
     engine_threads: EngineThreads = None,
 ) -> None:
     """FPS, per-stage and end-to-end latency: threaded pipeline, the same work in one thread, the engine alone."""
     from rtpose.runner import DEFAULT_MODEL, Outputs, bench as run_bench, format_bench
     from rtpose.sources import Reconnect
-    options = _run_options({}, True, policy, max_batch, None)
+    options = _run_options({}, True, policy, max_batch, None, in_flight)
     report = run_bench(source, model or DEFAULT_MODEL, frames, Outputs(video=output), options,
                        engine_threads=engine_threads, reconnect=Reconnect(give_up_after=reconnect_timeout))
     typer.echo(format_bench(report))

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Protocol
 
 import cv2
+import numpy as np
+
 from rtpose.decoder import People
 
 
@@ -70,9 +72,11 @@ class VideoSink:
 
 
 def people_to_json(people: People) -> list[dict]:
-    return [{"score": round(float(score), 4),
-             "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(s), 4)] for x, y, s in kps]}
-            for kps, score in zip(people.keypoints, people.scores)]
+    """Pixels to 2 decimals, scores to 4 (rounded in numpy: per value in Python it costs ms on a crowd)."""
+    keypoints = np.round(people.keypoints.astype(np.float64), 2)
+    keypoints[..., 2] = np.round(people.keypoints[..., 2].astype(np.float64), 4)
+    scores = np.round(people.scores.astype(np.float64), 4)
+    return [{"score": score, "keypoints": kps} for kps, score in zip(keypoints.tolist(), scores.tolist())]
 
 
 class JsonLinesSink:

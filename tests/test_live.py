@@ -4,6 +4,7 @@ ffmpeg comes from the Debian package (``.ci/run`` installs it).
 """
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -17,7 +18,10 @@ from rtpose.runner import DEFAULT_MODEL, Outputs, run
 from rtpose.sources import Reconnect
 from tests.test_run_cli import assert_one_line_error, count_frames, rtpose
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (apt-get install ffmpeg)")
+if shutil.which("ffmpeg") is None:
+    if os.environ.get("RTPOSE_REQUIRE_FFMPEG"):
+        raise RuntimeError("ffmpeg is required for the live-stream tests (apt-get install ffmpeg)")
+    pytest.skip("ffmpeg not installed (apt-get install ffmpeg)", allow_module_level=True)
 
 
 def free_port() -> int:
