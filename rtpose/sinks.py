@@ -6,7 +6,10 @@ a failure is a finished, playable file.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Protocol
@@ -38,7 +41,19 @@ class Sink(Protocol):
 _FOURCCS = {".mp4": ("mp4v",), ".m4v": ("mp4v",), ".mov": ("mp4v",), ".avi": ("MJPG", "XVID"), ".mkv": ("MJPG",)}
 
 
+# Room a video needs to be finished: FFmpeg's buffered data and the index it
+# writes on close. An MP4 that cannot write its index does not play at all,
+# so the sink stops while there is still room rather than when the disk is full.
+RESERVE_BYTES = 2 << 20
+
+
 class VideoSink:
+    """An annotated video; stops with a :class:`SinkError`, the file finalised, when its disk runs low.
+
+    OpenCV's writer does not report failed writes, so the free space of the
+    output's file system is checked before each frame.
+    """
+
     def __init__(self, path: str | Path, fps: float) -> None:
         self.path = Path(path)
         if self.path.suffix.lower() not in _FOURCCS:
@@ -60,6 +75,11 @@ class VideoSink:
 
     def write(self, frame) -> None:
         image = frame.rendered
+        free = shutil.disk_usage(self.path.parent).free
+        if free < RESERVE_BYTES:
+            self.close()
+            raise SinkError(f"disk full: {free / 1e6:.1f} MB left beside {self.path}; the video stops at frame "
+                            f"{self.frames} and is finalised")
         if self.writer is None:
             self.writer = self._open(image.shape[1], image.shape[0])
         self.writer.write(image)
@@ -82,15 +102,19 @@ def people_to_json(people: People) -> list[dict]:
 class JsonLinesSink:
     """One line per frame: ``{"frame", "timestamp", "latency_ms", "persons": [{"score", "keypoints": [[x, y, s]]}]}``.
 
-    ``latency_ms`` is from the moment the frame was read to this write.
+    ``latency_ms`` is from the moment the frame was read to this write. Each
+    line is written as it comes (a live run can be followed with ``tail -f``);
+    when a write fails (a full disk), a partly written line is cut off, so the
+    file ends with the last whole line.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self.file = open(self.path, "w")
+            self.file = open(self.path, "wb", buffering=0)
         except OSError as exc:
             raise SinkError(f"cannot write {self.path}: {exc.strerror}") from None
+        self.size = 0             # bytes of whole lines written
 
     def write(self, frame) -> None:
         latency = 1000 * (time.perf_counter() - frame.captured_at)
@@ -98,7 +122,22 @@ class JsonLinesSink:
                   "persons": people_to_json(frame.people)}
         if frame.name:
             record["image"] = frame.name
-        self.file.write(json.dumps(record) + "\n")
+        line = (json.dumps(record) + "\n").encode()
+        try:
+            written = self.file.write(line)
+            if written != len(line):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            self._cut_to_whole_lines()
+            raise SinkError(f"cannot write {self.path}: {exc.strerror or exc}; it holds the first "
+                            f"{frame.index} frames") from None
+        self.size += len(line)
+
+    def _cut_to_whole_lines(self) -> None:
+        try:
+            self.file.truncate(self.size)
+        except OSError:
+            pass
 
     def close(self) -> None:
         self.file.close()

@@ -1,6 +1,7 @@
 """`rtpose run`, `demo` and `bench` as a user runs them, on the real sample videos and the shipped model."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,28 @@ def test_bench_reports_pipeline_sequential_and_engine_only(shared_data, tmp_path
     assert set(report["pipeline"]["stages"]) == {"capture", "preprocess", "inference", "decode", "render", "sink"}
     assert report["engine_only"]["fps"] > 0 and report["machine"]["cores"] >= 1
     assert "pipeline / sequential" in result.stdout
+
+
+def small_disk_available() -> bool:
+    probe = subprocess.run(["unshare", "-Urm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
+                           capture_output=True) if shutil.which("unshare") else None
+    return probe is not None and probe.returncode == 0
+
+
+@pytest.mark.skipif(not small_disk_available(), reason="cannot mount a small tmpfs here (unshare -Urm)")
+def test_a_full_disk_stops_the_run_with_outputs_finalised(shared_data, tmp_path):
+    # A real 6 MB file system, mounted in a private namespace for this run only.
+    disk, kept = tmp_path / "disk", tmp_path / "kept"
+    disk.mkdir()
+    kept.mkdir()
+    script = ('mount -t tmpfs -o size=6m tmpfs "$1" || exit 99; '
+              f'"{sys.executable}" -m rtpose.cli run --source "$3" --output "$1/out.mp4" --json "$1/out.jsonl"; '
+              'rc=$?; cp "$1"/out.* "$2"/; exit $rc')
+    result = subprocess.run(["unshare", "-Urm", "sh", "-c", script, "sh", disk, kept,
+                             shared_data / "video/vtest.avi"], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert_one_line_error(result, "disk full")
+    written, _, _ = count_frames(kept / "out.mp4")
+    assert 20 < written < 795                                  # stopped early, and the file plays
+    lines = (kept / "out.jsonl").read_text().splitlines()
+    assert len(lines) == written and json.loads(lines[-1])["frame"] == written - 1
