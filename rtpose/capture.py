@@ -32,9 +32,15 @@ _KEEP_ALL_DEPTH = 2  # frames a keep-all reader may hold before it waits
 @dataclass(frozen=True)
 class Captured:
     source: int                # index of the source among the run's sources
+    index: int                 # the frame's number in its source: gaps are frames dropped or skipped
     frame: SourceFrame
     captured_at: float         # perf_counter() when the read returned
     read_seconds: float        # how long the read took
+
+
+def frame_number(frame: SourceFrame, reads_before: int) -> int:
+    """The source's own number for the frame (a file's), or its place among the frames read."""
+    return frame.index if frame.index is not None else reads_before
 
 
 def default_policy(source: Source) -> str:
@@ -64,7 +70,7 @@ class SourceReader:
                 if frame is None:
                     break
                 now = time.perf_counter()
-                self._keep(Captured(self.index, frame, now, now - started))
+                self._keep(Captured(self.index, frame_number(frame, self.read), frame, now, now - started))
         except Exception as exc:  # noqa: BLE001 - handed to the pipeline at the end of the stream
             self.error = exc
         finally:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from rtpose.capture import Captured, Gather, default_policy
+from rtpose.capture import Captured, Gather, default_policy, frame_number
 from rtpose.decoder import People
 from rtpose.engine import Engine
 from rtpose.fast_decoder import decode_outputs
@@ -49,7 +49,7 @@ _TICK = 0.1   # seconds a blocked queue operation waits before checking for abor
 
 @dataclass
 class Frame:
-    index: int                         # frame number within its source
+    index: int                         # frame number within its source (gaps: frames dropped or skipped)
     timestamp: float
     image: np.ndarray
     captured_at: float                 # perf_counter() when the frame had been read: latency starts here
@@ -107,17 +107,16 @@ class Pipeline:
         self.gather: Gather | None = None
         self._queues: list[queue.Queue] = []
         self._recent = [deque(maxlen=30) for _ in sources]   # render times, for the overlay's FPS
-        self._next_index = [0] * len(sources)
+        self._reads = [0] * len(sources)      # frames read per source, in run_sequential
         self._captured = 0
         self._slots: threading.Semaphore | None = None   # see RunOptions.in_flight
 
     # --- stage functions: each fills its part of every frame of a batch
 
     def _frame(self, c: Captured) -> Frame:
-        frame = Frame(self._next_index[c.source], c.frame.timestamp, c.frame.image, c.captured_at, c.frame.name,
+        frame = Frame(c.index, c.frame.timestamp, c.frame.image, c.captured_at, c.frame.name,
                       source=c.source, queue_depths=tuple(q.qsize() for q in self._queues))
         frame.times["capture"] = c.read_seconds
-        self._next_index[c.source] += 1
         return frame
 
     def preprocess(self, batch: Batch) -> None:
@@ -298,7 +297,9 @@ class Pipeline:
                         active.remove(i)
                         continue
                     now = time.perf_counter()
-                    batch.append(self._frame(Captured(i, read, now, now - started)))
+                    batch.append(self._frame(Captured(i, frame_number(read, self._reads[i]), read, now,
+                                                      now - started)))
+                    self._reads[i] += 1
                 if not batch:
                     continue
                 self._captured += len(batch)

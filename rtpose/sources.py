@@ -37,6 +37,7 @@ class SourceFrame:
     image: np.ndarray
     timestamp: float          # seconds: position in the media for files, wall clock for cameras
     name: str = ""            # the file name, for image folders
+    index: int | None = None  # the frame's number in a file; None: numbered as read
 
 
 class Source(Protocol):
@@ -147,7 +148,7 @@ class VideoFileSource:
             return None
         timestamp = self.index / self.fps if self.fps else float(self.index)
         self.index += 1
-        return SourceFrame(image, timestamp)
+        return SourceFrame(image, timestamp, index=self.index - 1)
 
     def interrupt(self) -> None:
         pass
