@@ -29,19 +29,17 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export.formats import ExportError
-from rtpose.model_meta import FLOAT32_NCHW_RGB, INPUT_FORMATS, META_KEY, UINT8_NHWC_BGR, ModelMeta
+from rtpose.model_meta import (FLOAT32_NCHW_RGB, INPUT_FORMATS, META_KEY, UINT8_NHWC_BGR, ModelMeta,
+                               meta_from_text)
 
 _PREFIX = "rtpose_input_"          # names of the added tensors; checked not to clash
 
 
 def read_onnx_meta(model: onnx.ModelProto, source: str | Path = "model") -> ModelMeta:
-    text = {p.key: p.value for p in model.metadata_props}.get(META_KEY)
-    if text is None:
-        raise ExportError(f"{source} is not an rtpose model (no '{META_KEY}' metadata in the file)")
     try:
-        return ModelMeta.from_json(text)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ExportError(f"{source}: unreadable rtpose metadata ({exc})") from None
+        return meta_from_text({p.key: p.value for p in model.metadata_props}.get(META_KEY), source)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def write_onnx_meta(model: onnx.ModelProto, meta: ModelMeta) -> None:

@@ -119,3 +119,13 @@ class ModelMeta:
         d["std"] = tuple(d["std"])
         d["output_names"] = tuple(d["output_names"])
         return cls(**d)
+
+
+def meta_from_text(text: str | None, source) -> ModelMeta:
+    """The metadata a model file stores under :data:`META_KEY`; a ValueError naming the file if it has none."""
+    if text is None:
+        raise ValueError(f"{source} is not an rtpose pose model (no '{META_KEY}' metadata in the file)")
+    try:
+        return ModelMeta.from_json(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{source}: unreadable rtpose metadata ({exc})") from None

@@ -93,26 +93,23 @@ def crowds():
     return meta, peak_meta, [(m, tuple(p[i] for p in peaks)) for i, m in enumerate(maps)]
 
 
-def test_fast_decoder_gives_the_reference_people_on_real_model_outputs(real):
-    meta, peak_meta, images = real
+def people_found_by_all_three(meta, peak_meta, cases) -> int:
+    """Checks both fast paths against the reference on each case; returns how many people it found."""
     found = 0
-    for dense, peaks in images:
+    for dense, peaks in cases:
         want = decode(*dense, meta)
         assert_same_people(decode_outputs(dense, meta), want)
         assert_same_people(decode_outputs(peaks, peak_meta), want)
         found += len(want)
-    assert found > 0
+    return found
+
+
+def test_fast_decoder_gives_the_reference_people_on_real_model_outputs(real):
+    assert people_found_by_all_three(*real) > 0
 
 
 def test_fast_decoder_gives_the_reference_people_on_synthetic_crowds(crowds):
-    meta, peak_meta, scenes = crowds
-    found = 0
-    for dense, peaks in scenes:
-        want = decode(*dense, meta)
-        assert_same_people(decode_outputs(dense, meta), want)
-        assert_same_people(decode_outputs(peaks, peak_meta), want)
-        found += len(want)
-    assert found >= 0.8 * (1 + 5 + 10 + 20 + 30)
+    assert people_found_by_all_three(*crowds) >= 0.8 * (1 + 5 + 10 + 20 + 30)
 
 
 KNOBS = [

@@ -97,7 +97,7 @@ def test_conversion_refuses_a_model_that_is_not_rtpose(tmp_path):
     graph = helper.make_graph([helper.make_node("Relu", ["image"], ["y"])], "g", [x], [y])
     model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 18)])
     onnx.save(model, str(tmp_path / "plain.onnx"))
-    with pytest.raises(ExportError, match="not an rtpose model"):
+    with pytest.raises(ExportError, match="not an rtpose pose model"):
         write_uint8_input_model(tmp_path / "plain.onnx", tmp_path / "out.onnx")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rtpose.engine import EngineError
-from rtpose.model_meta import FLOAT32_NCHW_RGB, META_KEY, UINT8_NHWC_BGR, ModelMeta
+from rtpose.model_meta import FLOAT32_NCHW_RGB, META_KEY, UINT8_NHWC_BGR, ModelMeta, meta_from_text
 
 # Best first; onnxruntime falls back along the list.
 _PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -51,10 +51,7 @@ class OnnxRuntimeEngine:
 
 
 def read_meta(session: ort.InferenceSession, path: Path) -> ModelMeta:
-    text = session.get_modelmeta().custom_metadata_map.get(META_KEY)
-    if text is None:
-        raise EngineError(f"{path} is not an rtpose pose model (no '{META_KEY}' metadata in the file)")
     try:
-        return ModelMeta.from_json(text)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise EngineError(f"{path}: unreadable rtpose metadata ({exc})") from None
+        return meta_from_text(session.get_modelmeta().custom_metadata_map.get(META_KEY), path)
+    except ValueError as exc:
+        raise EngineError(str(exc)) from None
