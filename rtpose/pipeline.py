@@ -1,4 +1,4 @@
-"""The runtime pipeline: capture -> preprocess -> inference -> decode+render -> sinks.
+"""The runtime pipeline: capture -> preprocess -> inference -> decode+track+render -> sinks.
 
 Each stage is a thread; bounded queues join them. What travels is a batch:
 the frames that were ready, at most one per source (see
@@ -19,6 +19,10 @@ Stopping:
 
 The same stage functions run in one thread by :meth:`Pipeline.run_sequential`,
 so ``rtpose bench`` can measure what the threads gain.
+
+Tracking (``RunOptions.track``) keeps one :class:`rtpose.tracking.PoseTracker`
+per source. It runs in the decode+render thread, which sees each source's
+frames one at a time and in order, as a tracker must.
 """
 
 from __future__ import annotations
@@ -38,11 +42,13 @@ from rtpose.engine import Engine
 from rtpose.fast_decoder import decode_outputs
 from rtpose.model_meta import DecoderConfig
 from rtpose.preprocess import Letterbox, preprocess
-from rtpose.render import draw_overlay, draw_people
+from rtpose.render import draw_overlay, draw_people, draw_track_ids
 from rtpose.sinks import Sink, StopRequested
 from rtpose.sources import Source
+from rtpose.tracking import PoseTracker, TrackerConfig
 
-STAGES = ("capture", "preprocess", "inference", "decode", "render", "sink")
+# "track" is timed only in runs that track.
+STAGES = ("capture", "preprocess", "inference", "decode", "track", "render", "sink")
 THREADS = ("capture", "preprocess", "inference", "decode+render", "sink")
 _TICK = 0.1   # seconds a blocked queue operation waits before checking for abort
 
@@ -61,6 +67,8 @@ class Frame:
     tensor: np.ndarray | None = None
     outputs: tuple[np.ndarray, ...] | None = None     # the model's outputs for this frame
     people: People | None = None
+    track_ids: np.ndarray | None = None   # per person, when its source is tracked
+    smoothed: bool = False                # people's keypoints are the tracker's smoothed ones
     rendered: np.ndarray | None = None
     times: dict[str, float] = field(default_factory=dict)   # stage -> seconds
     done_at: float = 0.0
@@ -84,6 +92,7 @@ class RunOptions:
     # thread takes the newest frame only when one leaves, so no stale frame
     # queues between stages. Latency is about this many times the slowest stage.
     in_flight: int = 2
+    track: TrackerConfig | None = None   # identities across frames (and smoothed keypoints); None: no tracking
 
 
 Batch = list[Frame]
@@ -110,6 +119,13 @@ class Pipeline:
         self._reads = [0] * len(sources)      # frames read per source, in run_sequential
         self._captured = 0
         self._slots: threading.Semaphore | None = None   # see RunOptions.in_flight
+        self.trackers = [PoseTracker(self.meta.skeleton, options.track) if options.track else None
+                         for _ in sources]
+
+    def _decode_steps(self) -> list[tuple[str, Callable[[Batch], None]]]:
+        """decode, track (when a source is tracked), render: the decode+render thread's work."""
+        tracking = [("track", self.track)] if any(t is not None for t in self.trackers) else []
+        return [("decode", self.decode), *tracking, ("render", self.render)]
 
     # --- stage functions: each fills its part of every frame of a batch
 
@@ -136,10 +152,20 @@ class Pipeline:
             f.people = people.map_xy(f.letterbox.to_original)
             f.outputs = None
 
+    def track(self, batch: Batch) -> None:
+        for f in batch:
+            tracker = self.trackers[f.source]
+            if tracker is not None:
+                f.track_ids, f.people = tracker.update(f.people, f.image, f.timestamp)
+                f.smoothed = tracker.config.smoothing is not None
+
     def render(self, batch: Batch) -> None:
         for f in batch:
             # The original pixels are not needed after this stage: draw on them.
-            image = draw_people(f.image, f.people, self.meta.skeleton, self.options.draw_min_score)
+            colours = None if f.track_ids is None else f.track_ids.tolist()
+            image = draw_people(f.image, f.people, self.meta.skeleton, self.options.draw_min_score, colours)
+            if f.track_ids is not None:
+                draw_track_ids(image, f.people, f.track_ids, self.options.draw_min_score)
             now = time.perf_counter()
             recent = self._recent[f.source]
             recent.append(now)
@@ -184,7 +210,7 @@ class Pipeline:
             threading.Thread(target=self._capture_loop, args=(q[0], errors), name=THREADS[0]),
             self._worker(THREADS[1], q[0], q[1], [("preprocess", self.preprocess)], errors),
             self._worker(THREADS[2], q[1], q[2], [("inference", self.infer)], errors),
-            self._worker(THREADS[3], q[2], q[3], [("decode", self.decode), ("render", self.render)], errors),
+            self._worker(THREADS[3], q[2], q[3], self._decode_steps(), errors),
             self._worker(THREADS[4], q[3], None, [("sink", self.sink)], errors),
         ]
         if "latest" in policies:
@@ -304,7 +330,7 @@ class Pipeline:
                     continue
                 self._captured += len(batch)
                 for stage, step in (("preprocess", self.preprocess), ("inference", self.infer),
-                                    ("decode", self.decode), ("render", self.render), ("sink", self.sink)):
+                                    *self._decode_steps(), ("sink", self.sink)):
                     _timed(stage, step, batch)
                 self._finish(batch)
         finally:

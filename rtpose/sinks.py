@@ -91,16 +91,25 @@ class VideoSink:
             self.writer = None
 
 
-def people_to_json(people: People) -> list[dict]:
-    """Pixels to 2 decimals, scores to 4 (rounded in numpy: per value in Python it costs ms on a crowd)."""
+def people_to_json(people: People, ids: np.ndarray | None = None) -> list[dict]:
+    """Pixels to 2 decimals, scores to 4 (rounded in numpy: per value in Python it costs ms on a crowd).
+
+    With track ``ids``, each person starts with its ``"id"``.
+    """
     keypoints = np.round(people.keypoints.astype(np.float64), 2)
     keypoints[..., 2] = np.round(people.keypoints[..., 2].astype(np.float64), 4)
     scores = np.round(people.scores.astype(np.float64), 4)
+    if ids is not None:
+        return [{"id": i, "score": score, "keypoints": kps}
+                for i, kps, score in zip(np.asarray(ids).tolist(), keypoints.tolist(), scores.tolist())]
     return [{"score": score, "keypoints": kps} for kps, score in zip(keypoints.tolist(), scores.tolist())]
 
 
 class JsonLinesSink:
     """One line per frame: ``{"frame", "timestamp", "latency_ms", "persons": [{"score", "keypoints": [[x, y, s]]}]}``.
+
+    A tracked source's lines also say ``"smoothed"`` (keypoints One-Euro
+    smoothed, or as decoded) and give each person an ``"id"``.
 
     ``latency_ms`` is from the moment the frame was read to this write. Each
     line is written as it comes (a live run can be followed with ``tail -f``);
@@ -118,8 +127,10 @@ class JsonLinesSink:
 
     def write(self, frame) -> None:
         latency = 1000 * (time.perf_counter() - frame.captured_at)
-        record = {"frame": frame.index, "timestamp": round(frame.timestamp, 4), "latency_ms": round(latency, 1),
-                  "persons": people_to_json(frame.people)}
+        record = {"frame": frame.index, "timestamp": round(frame.timestamp, 4), "latency_ms": round(latency, 1)}
+        if frame.track_ids is not None:
+            record["smoothed"] = frame.smoothed
+        record["persons"] = people_to_json(frame.people, frame.track_ids)
         if frame.name:
             record["image"] = frame.name
         line = (json.dumps(record) + "\n").encode()

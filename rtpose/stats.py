@@ -24,7 +24,9 @@ def summarize(frames: list[Frame], wall_seconds: float, sources: list[dict] | No
         "frames": len(frames),
         "seconds": round(wall_seconds, 3),
         "fps": round(len(frames) / wall_seconds, 2) if wall_seconds > 0 else 0.0,
-        "stages": {s: spread_ms([f.times[s] for f in frames if s in f.times]) for s in STAGES},
+        # A stage no frame went through (tracking, when off) is left out.
+        "stages": {s: spread_ms([f.times[s] for f in frames if s in f.times]) for s in STAGES
+                   if not frames or any(s in f.times for f in frames)},
         "latency": spread_ms([f.done_at - f.captured_at for f in frames]),
         "batch": {"mean": round(float(np.mean([f.batch for f in frames])), 2) if frames else 0.0,
                   "max": max((f.batch for f in frames), default=0)},
