@@ -158,6 +158,35 @@ def evaluate(
         results_out.write_text(json.dumps(result.results))
 
 
+@app.command()
+@clean_errors
+def calib(
+    model: Annotated[Path, typer.Argument(help="FP32 rtpose ONNX model (from rtpose export).")],
+    data: Annotated[str, typer.Option(
+        help="Calibration images: a folder, a video, a COCO-format dataset (annotations .json, or a folder "
+             "holding annotations.json and images/), or 'synthetic' / 'synthetic:SEED'.")],
+    output: Annotated[Optional[Path], typer.Option(help="INT8 Q/DQ model to write (default: MODEL_int8.onnx).")] = None,
+    method: Annotated[str, typer.Option(
+        help="percentile (99.999% of values inside the range), entropy (KL, 2048 bins) or minmax.")] = "percentile",
+    images: Annotated[int, typer.Option(help="Calibration images, spread over the data.")] = 128,
+    val: Annotated[Optional[Path], typer.Option(
+        help="COCO-format annotations to measure AP of FP32 and INT8 on (images in <dir>/images); without it "
+             "accuracy is not checked.")] = None,
+    val_images: Annotated[int, typer.Option(help="Validation images used, spread over the set.")] = 200,
+    max_ap_drop: Annotated[float, typer.Option(
+        help="AP points INT8 may lose; the most sensitive layers stay FP32 until it is met.")] = 1.0,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Where calibration ranges are cached (default: .rtpose-calib-cache beside the output).")] = None,
+) -> None:
+    """INT8 calibration: a symmetric INT8 Q/DQ model (onnxruntime on CPU, TensorRT) with its accuracy measured."""
+    from calib.calibrate import calibrate as run_calibration
+    report = run_calibration(model, data, output, method=method, images=images, val=val, val_images=val_images,
+                             max_ap_drop=max_ap_drop, cache_dir=cache_dir, log=lambda m: typer.echo(m, err=True))
+    for line in report.lines():
+        typer.echo(line)
+    typer.echo(f"wrote {report.output} ({report.output.stat().st_size / 1e6:.1f} MB)")
+
+
 def _open_any_engine(model: Path):
     if model.suffix in (".pt", ".pth"):
         from trainer.checkpoint import CheckpointEngine
@@ -171,12 +200,15 @@ def _open_any_engine(model: Path):
 def export(
     checkpoint: Annotated[Path, typer.Argument(
         help="Checkpoint written by rtpose train; for --format tensorrt, or onnx with --input-format, "
-             "also an rtpose .onnx.")],
-    output: Annotated[Path, typer.Option(help="File to write: .onnx, .pt2 (torch), .engine (tensorrt).")],
+             "--precision or --peak-top-k, also an rtpose .onnx.")],
+    output: Annotated[Optional[Path], typer.Option(
+        help="File to write: .onnx, .pt2 (torch), .engine (tensorrt; default <model>_b1-8_<precision>.engine "
+             "beside the source, or in the folder given).")] = None,
     format: Annotated[str, typer.Option("--format", help="onnx, torch or tensorrt (see export/formats.py).")] = "onnx",
     opset: Annotated[Optional[int], typer.Option(help="ONNX opset (>= 17).")] = None,
     max_batch: Annotated[Optional[int], typer.Option(
         help="Largest batch the model takes (torch: 256; tensorrt: 8, the batch TensorRT tunes for).")] = None,
+    min_batch: Annotated[Optional[int], typer.Option(help="tensorrt: smallest batch of the profile (1).")] = None,
     workspace: Annotated[Optional[float], typer.Option(help="TensorRT builder workspace in GiB (2).")] = None,
     input_format: Annotated[Optional[str], typer.Option(
         help="float32_nchw_rgb (normalised on the host) or uint8_nhwc_bgr (pixels, normalised in the graph: "
@@ -185,53 +217,78 @@ def export(
         help="onnx: find the best N peaks per keypoint type in the graph (max-pool NMS, TopK) and output them "
              "instead of the dense maps, so decoding no longer grows with the map size; from an .onnx, "
              "add them to it.")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help="onnx: fp32 or fp16 (inputs and outputs stay FP32; checked against FP32). tensorrt: fp32, fp16 or "
+             "int8 (from rtpose calib's Q/DQ model); default: the source's. INT8 ONNX: rtpose calib.")] = None,
+    timing_cache: Annotated[Optional[Path], typer.Option(
+        help="tensorrt: TensorRT timing cache to reuse and update (default: tensorrt.timing.cache beside the "
+             "engine).")] = None,
+    check_images: Annotated[Optional[str], typer.Option(
+        help="onnx --precision fp16: images to check FP16 against FP32 on (folder, video, COCO-format dataset; "
+             "default: 8 synthetic scenes).")] = None,
 ) -> None:
     """Export a checkpoint, with the model's metadata inside, and check it against what it came from."""
     from export.formats import ExportError, check_request
-    from rtpose.model_meta import INPUT_FORMATS, UINT8_NHWC_BGR
-    fmt = check_request(format, {"opset": opset, "max_batch": max_batch, "workspace": workspace,
-                                 "input_format": input_format, "peak_top_k": peak_top_k})
-    if input_format is not None and input_format not in INPUT_FORMATS:
-        raise ExportError(f"unknown --input-format '{input_format}' (known: {', '.join(INPUT_FORMATS)})")
+    from rtpose.model_meta import UINT8_NHWC_BGR
+    fmt = check_request(format, {"opset": opset, "max_batch": max_batch, "min_batch": min_batch,
+                                 "workspace": workspace, "input_format": input_format, "peak_top_k": peak_top_k,
+                                 "precision": precision, "timing_cache": timing_cache,
+                                 "check_images": check_images})
     if fmt.name == "tensorrt":
-        _export_tensorrt(checkpoint, output, opset, max_batch, workspace, input_format)
+        _export_tensorrt(checkpoint, output, opset, max_batch, workspace, input_format, min_batch, precision,
+                         timing_cache)
         return
+    if output is None:
+        raise ExportError(f"--format {fmt.name} needs --output (a {fmt.suffix} file)")
     if output.suffix != fmt.suffix:
         raise ExportError(f"--format {fmt.name} writes {fmt.suffix} files (the runtime picks the backend by the "
                           f"suffix); got {output.name}")
+    if check_images is not None and precision != "fp16":
+        raise ExportError("--check-images is for --precision fp16 (it checks FP16 against FP32)")
     if fmt.name == "torch":
         from export.torch_export import DEFAULT_MAX_BATCH, check_torch_parity, export_torch
         path = export_torch(checkpoint, output, max_batch or DEFAULT_MAX_BATCH)
         typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         typer.echo(f"parity: {check_torch_parity(checkpoint, path)}")
         return
-    from export.input_graph import compare_input_formats, write_uint8_input_model
-    if checkpoint.suffix == ".onnx":
-        if input_format != UINT8_NHWC_BGR and peak_top_k is None:
-            raise ExportError(f"{checkpoint} is ONNX already; from an .onnx, --format onnx only converts the input: "
-                              f"--input-format {UINT8_NHWC_BGR}, or adds peaks: --peak-top-k N")
-        source = checkpoint
-        if input_format == UINT8_NHWC_BGR:
-            path = write_uint8_input_model(checkpoint, output)
-            typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-            typer.echo(f"parity: {compare_input_formats(checkpoint, path)}")
-            source = output
-        if peak_top_k is not None:
-            _add_peaks(source, output, peak_top_k)
-            typer.echo(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")
-        return
+    import shutil
     import tempfile
-    from export.onnx_export import DEFAULT_OPSET, check_parity, export_onnx
+    from export.input_graph import compare_input_formats, write_uint8_input_model
+    fp16 = precision == "fp16"
     with tempfile.TemporaryDirectory(prefix="rtpose-onnx-") as tmp:
-        plain = output if input_format != UINT8_NHWC_BGR else Path(tmp) / "float32.onnx"
-        export_onnx(checkpoint, plain, opset=opset or DEFAULT_OPSET)
-        typer.echo(f"parity: {check_parity(checkpoint, plain)}")
-        if plain != output:
-            write_uint8_input_model(plain, output)
-            typer.echo(f"parity: {compare_input_formats(plain, output)}")
-    if peak_top_k is not None:
-        _add_peaks(output, output, peak_top_k)
+        if checkpoint.suffix == ".onnx":
+            if input_format != UINT8_NHWC_BGR and peak_top_k is None and not fp16:
+                raise ExportError(f"{checkpoint} is ONNX already; from an .onnx, --format onnx only converts the "
+                                  f"input: --input-format {UINT8_NHWC_BGR}, the precision: --precision fp16, or "
+                                  f"adds peaks: --peak-top-k N")
+            current = checkpoint
+        else:
+            from export.onnx_export import DEFAULT_OPSET, check_parity, export_onnx
+            current = export_onnx(checkpoint, Path(tmp) / "float32.onnx", opset=opset or DEFAULT_OPSET)
+            typer.echo(f"parity: {check_parity(checkpoint, current)}")
+        if fp16:
+            current = _to_fp16(current, Path(tmp) / "fp16.onnx", check_images)
+        if input_format == UINT8_NHWC_BGR:
+            converted = write_uint8_input_model(current, Path(tmp) / "uint8.onnx")
+            typer.echo(f"parity: {compare_input_formats(current, converted)}")
+            current = converted
+        if peak_top_k is not None:
+            _add_peaks(current, output, peak_top_k)
+        else:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(current, output)
     typer.echo(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")
+
+
+def _to_fp16(source: Path, output: Path, images: str | None) -> Path:
+    """FP16 copy (FP32 inputs and outputs) of ``source``, checked against it on images."""
+    from export.input_graph import read_onnx_meta
+    from export.precision import check_images as parity_inputs, compare_precision, write_fp16_model
+    import onnx
+    inputs, what = parity_inputs(read_onnx_meta(onnx.load(str(source)), source), images)
+    path = write_fp16_model(source, output)
+    typer.echo(f"parity: {compare_precision(source, path, inputs, what)}")
+    return path
 
 
 def _add_peaks(source: Path, output: Path, top_k: int) -> None:
@@ -241,18 +298,24 @@ def _add_peaks(source: Path, output: Path, top_k: int) -> None:
     write_peak_model(source, output, top_k)
 
 
-def _export_tensorrt(source: Path, output: Path, opset, max_batch, workspace, input_format) -> None:
+def _export_tensorrt(source: Path, output: Path | None, opset, max_batch, workspace, input_format, min_batch,
+                     precision, timing_cache) -> None:
     try:
-        from export.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_GIB, export_tensorrt
+        from export.tensorrt_build import (DEFAULT_MAX_BATCH, DEFAULT_MIN_BATCH, DEFAULT_WORKSPACE_GIB,
+                                           export_tensorrt)
     except ImportError as exc:        # checked before any work: an ONNX export first would be wasted
         if (exc.name or "").split(".")[0] not in ("tensorrt", "cuda"):
             raise
         _fail(f"--format tensorrt needs TensorRT and cuda-python ({exc.name} is not importable): "
               f"pip install 'rtpose[tensorrt]' on a machine with NVIDIA's GPU driver and CUDA")
+    from rtpose.engine.tensorrt_file import describe_build, read_engine_build
     from rtpose.model_meta import UINT8_NHWC_BGR
     path, parity = export_tensorrt(source, output, max_batch or DEFAULT_MAX_BATCH, workspace or DEFAULT_WORKSPACE_GIB,
-                                   input_format or UINT8_NHWC_BGR, opset)
-    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+                                   input_format or UINT8_NHWC_BGR, opset, min_batch=min_batch or DEFAULT_MIN_BATCH,
+                                   precision=precision, timing_cache=timing_cache)
+    build = read_engine_build(path)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {describe_build(build)}")
+    typer.echo(f"timing cache: {build['timing_cache']} ({'reused' if build['timing_cache_loaded'] else 'new'})")
     typer.echo(f"parity: {parity}")
 
 
@@ -280,18 +343,28 @@ MaxFrames = Annotated[Optional[int], typer.Option(help="Stop after this many fra
 InFlight = Annotated[int, typer.Option(
     help="Live sources: frames in the pipeline at once. 1: lowest latency; 2: more FPS when the source is faster "
          "than the pipeline.")]
+Track = Annotated[bool, typer.Option(
+    "--track/--no-track", help="Give each person an id that lasts across frames (drawn, and \"id\" in the JSON "
+    "lines), for videos, cameras and streams (and image folders, whose images are then taken as a sequence).")]
+Smooth = Annotated[bool, typer.Option(
+    help="With tracking, smooth keypoints over time (One-Euro filter); --no-smooth writes them as decoded.")]
 
 
 def _run_options(decoder: dict, overlay: bool, policy: str | None, max_batch: int | None,
-                 max_frames: int | None, in_flight: int):
+                 max_frames: int | None, in_flight: int, track: bool = False, smooth: bool = True):
     from rtpose.capture import POLICIES
     from rtpose.pipeline import RunOptions
+    from rtpose.tracking import TrackerConfig
     if policy is not None and policy not in POLICIES:
         raise ValueError(f"--policy must be one of {', '.join(POLICIES)}, not '{policy}'")
     if in_flight < 1:
         raise ValueError("--in-flight must be at least 1")
+    # Tracking is asked for, not on by default: it costs 1.7 ms a frame at 10
+    # people and 3 ms at 30 on one core (benchmarks/README.md, "Tracking"),
+    # which on 2 cores took 10-30% of the FPS on vtest.avi's crowd.
+    tracker = None if not track else TrackerConfig() if smooth else TrackerConfig(smoothing=None)
     return RunOptions(decoder=decoder, overlay=overlay, policy=policy, max_batch=max_batch, max_frames=max_frames,
-                      in_flight=in_flight)
+                      in_flight=in_flight, track=tracker)
 
 
 def _print_sources(summary: dict) -> None:
@@ -316,6 +389,8 @@ def run(
     max_batch: MaxBatch = None,
     max_frames: MaxFrames = None,
     in_flight: InFlight = 2,
+    track: Track = False,
+    smooth: Smooth = True,
     reconnect_timeout: ReconnectTimeout = 10.0,
     engine_threads: EngineThreads = None,
     heatmap_threshold: HeatmapThreshold = None,
@@ -333,7 +408,7 @@ def run(
     decoder = {k: v for k, v in knobs.items() if v is not None}
     if not (output or json_out or show):
         typer.echo("note: no --output, --json or --show given; poses are computed and not kept", err=True)
-    options = _run_options(decoder, overlay, policy, max_batch, max_frames, in_flight)
+    options = _run_options(decoder, overlay, policy, max_batch, max_frames, in_flight, track, smooth)
     summary = run_pipeline(source, model, Outputs(output, json_out, show), options, engine_threads=engine_threads,
                            reconnect=Reconnect(give_up_after=reconnect_timeout))
     typer.echo(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} FPS); latency "
@@ -359,13 +434,14 @@ def bench(
     policy: Policy = None,
     max_batch: MaxBatch = None,
     in_flight: InFlight = 2,
+    track: Track = False,
     reconnect_timeout: ReconnectTimeout = 10.0,
     engine_threads: EngineThreads = None,
 ) -> None:
     """FPS, per-stage and end-to-end latency: threaded pipeline, the same work in one thread, the engine alone."""
     from rtpose.runner import DEFAULT_MODEL, Outputs, bench as run_bench, format_bench
     from rtpose.sources import Reconnect
-    options = _run_options({}, True, policy, max_batch, None, in_flight)
+    options = _run_options({}, True, policy, max_batch, None, in_flight, track)
     report = run_bench(source, model or DEFAULT_MODEL, frames, Outputs(video=output), options,
                        engine_threads=engine_threads, reconnect=Reconnect(give_up_after=reconnect_timeout))
     typer.echo(format_bench(report))

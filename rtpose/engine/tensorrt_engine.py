@@ -195,7 +195,7 @@ class TensorRTEngine:
         if not self.min_batch <= n <= self.max_batch:
             raise EngineError(f"{self.path}: a batch of {n} is outside the engine's range {self.min_batch}.."
                               f"{self.max_batch}, fixed when it was built (rtpose export --format tensorrt "
-                              f"--max-batch N)")
+                              f"--min-batch M --max-batch N)")
         if not self.context.set_input_shape(meta.input_name, batch.shape):
             raise EngineError(f"{self.path}: TensorRT refused input shape {list(batch.shape)}{MESSAGES.last_error()}")
         flat = np.ascontiguousarray(batch).reshape(-1).view(np.uint8)

@@ -16,6 +16,26 @@ cudart's device memory, on the stream it is given (so the results appear at
 ``cudaStreamSynchronize``). Stricter than TensorRT: a tensor address whose
 allocation is too small for the tensor's current shape is refused (TensorRT
 cannot tell, and would write past it).
+
+Builder side, as TensorRT documents it: the timing cache
+(``IBuilderConfig.create_timing_cache(bytes)``, empty bytes for a new one,
+``set_timing_cache(cache, ignore_mismatch) -> bool``, ``get_timing_cache()``,
+``ITimingCache.serialize()/combine()/reset()``). What TensorRT does with a
+damaged cache or another version's is not documented exactly; the fake refuses
+it at ``create_timing_cache`` (``None``, error logged), and rtpose's builder
+handles that and a ``False`` from ``set_timing_cache`` alike. The fake times
+one "tactic" per ONNX node and records in the plan
+how many came from the cache, so a test can see a second build reuse it. The
+ONNX parser refuses what TensorRT's refuses in explicit quantization: a
+QuantizeLinear/DequantizeLinear whose zero point is not 0 ("TensorRT only
+supports symmetric quantization"), whose quantized type is uint8 or another
+type TensorRT has no Q/DQ for (FP8 and INT4, which it has, rtpose does not
+write: the fake takes INT8 only), and a
+DequantizeLinear of an INT32 constant such as a quantized bias ("only
+activation types allowed as input to this layer"); messages paraphrase
+TensorRT's. Without a GPU (``_gpu_count = 0``) the builder cannot be
+created: TensorRT logs a CUDA initialization failure and the Python binding
+raises ``TypeError`` ("factory function returned nullptr").
 """
 
 from __future__ import annotations
@@ -27,12 +47,15 @@ import struct
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 
 from . import cudart
 
 __version__ = "10.99.0+fake"
 
 _PLAN_MAGIC = b"FAKEPLAN"
+_CACHE_MAGIC = b"FAKETCACHE"
+_gpu_count = 1                  # tests set 0 (monkeypatch) for a machine without an NVIDIA GPU
 
 
 class ILogger:
@@ -231,6 +254,10 @@ class OnnxParser:
             self._errors.append(ParserError(ErrorCode.MODEL_DESERIALIZE_FAILED,
                                             f"Failed to parse ONNX model: {type(exc).__name__}"))
             return False
+        problem = _explicit_quantization_problem(proto)
+        if problem is not None:
+            self._errors.append(ParserError(ErrorCode.INVALID_NODE, problem[1], problem[0]))
+            return False
         initializers = {i.name for i in proto.graph.initializer}
         self.network._inputs = [_value_info(v) for v in proto.graph.input if v.name not in initializers]
         self.network._outputs = [_value_info(v) for v in proto.graph.output]
@@ -240,6 +267,51 @@ class OnnxParser:
     def parse_from_file(self, path: str) -> bool:
         with open(path, "rb") as f:
             return self.parse(f.read(), path)
+
+
+def _explicit_quantization_problem(proto: onnx.ModelProto) -> tuple[int, str] | None:
+    """(node index, message) for the first Q/DQ node TensorRT would refuse, or None."""
+    initializers = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    for index, node in enumerate(proto.graph.node):
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if node.op_type == "DequantizeLinear" and node.input[0] in initializers \
+                and initializers[node.input[0]].dtype == np.int32:
+            return index, f"{node.name}: only activation types allowed as input to this layer."
+        zero_point = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zero_point is not None and zero_point.dtype != np.int8:
+            return index, f"{node.name}: quantized type {zero_point.dtype} is not supported for Q/DQ (INT8 is)"
+        if zero_point is not None and np.any(zero_point != 0):
+            return index, (f"{node.name}: TensorRT only supports symmetric quantization. The zero point for the "
+                           f"QuantizeLinear/DequantizeLinear operator must be all zeros.")
+    return None
+
+
+def _tactic_keys(onnx_bytes: bytes, shapes: dict) -> list[str]:
+    """What the fake 'times': one entry per node, keyed by op, attributes and the profile's shapes."""
+    proto = onnx.load_from_string(onnx_bytes)
+    profile = json.dumps(shapes, sort_keys=True)
+    return sorted({f"{n.op_type}|{n.name}|{[str(a) for a in n.attribute]}|{profile}" for n in proto.graph.node})
+
+
+class ITimingCache:
+    def __init__(self, entries: set[str] | None = None, version: str = __version__) -> None:
+        self.entries = set(entries or ())
+        self.version = version
+
+    def serialize(self) -> "IHostMemory":
+        body = json.dumps({"version": self.version, "entries": sorted(self.entries)}).encode()
+        return IHostMemory(_CACHE_MAGIC + body)
+
+    def combine(self, input_cache: "ITimingCache", ignore_mismatch: bool) -> bool:
+        if input_cache.version != self.version:
+            return False
+        self.entries |= input_cache.entries
+        return True
+
+    def reset(self) -> bool:
+        self.entries.clear()
+        return True
 
 
 class IOptimizationProfile:
@@ -258,6 +330,8 @@ class IBuilderConfig:
         self.pool_limits: dict[MemoryPoolType, int] = {}
         self.profiles: list[IOptimizationProfile] = []
         self.flags: set[BuilderFlag] = set()
+        self.timing_cache: ITimingCache | None = None
+        self.logger: ILogger | None = None         # set by the builder that made this config
 
     def set_memory_pool_limit(self, pool: MemoryPoolType, pool_size: int) -> None:
         self.pool_limits[pool] = int(pool_size)
@@ -276,6 +350,32 @@ class IBuilderConfig:
     def set_flag(self, flag: BuilderFlag) -> None:
         self.flags.add(flag)
 
+    def create_timing_cache(self, serialized_timing_cache) -> ITimingCache | None:
+        data = bytes(serialized_timing_cache)
+        if not data:
+            return ITimingCache()
+        try:
+            if not data.startswith(_CACHE_MAGIC):
+                raise ValueError("no magic")
+            record = json.loads(data[len(_CACHE_MAGIC):])
+        except ValueError:
+            _error(self.logger, "Error Code 1: Serialization (timing cache is corrupted or not a timing cache)")
+            return None
+        if record["version"] != __version__:
+            _error(self.logger, f"Error Code 1: Serialization (timing cache was created by TensorRT "
+                                f"{record['version']}, this is {__version__})")
+            return None
+        return ITimingCache(set(record["entries"]), record["version"])
+
+    def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
+        if not isinstance(cache, ITimingCache):
+            raise TypeError("set_timing_cache(): incompatible function arguments")
+        self.timing_cache = cache
+        return True
+
+    def get_timing_cache(self) -> ITimingCache | None:
+        return self.timing_cache
+
 
 class IHostMemory(bytes):
     """What ``build_serialized_network`` returns: bytes-like (buffer protocol), with ``nbytes``."""
@@ -287,13 +387,19 @@ class IHostMemory(bytes):
 
 class Builder:
     def __init__(self, logger: ILogger) -> None:
+        if _gpu_count < 1:
+            logger.log(ILogger.ERROR, "CUDA initialization failure with error: 100. Please check your CUDA "
+                                      "installation: http://docs.nvidia.com/cuda/cuda-installation-guide-linux/index.html")
+            raise TypeError("pybind11::init(): factory function returned nullptr")
         self.logger = logger
 
     def create_network(self, flags: int = 0) -> INetworkDefinition:
         return INetworkDefinition(flags)
 
     def create_builder_config(self) -> IBuilderConfig:
-        return IBuilderConfig()
+        config = IBuilderConfig()
+        config.logger = self.logger
+        return config
 
     def create_optimization_profile(self) -> IOptimizationProfile:
         return IOptimizationProfile()
@@ -321,11 +427,18 @@ class Builder:
                                     f"{list(low)} {list(opt)} {list(high)} does not fit {list(tensor.shape)})")
                 return None
             shapes[tensor.name] = [list(low), list(opt), list(high)]
+        timing = None
+        if config.timing_cache is not None:
+            keys = _tactic_keys(network.onnx, shapes)
+            hits = sum(k in config.timing_cache.entries for k in keys)
+            config.timing_cache.entries.update(keys)
+            timing = {"hits": hits, "misses": len(keys) - hits}
         header = json.dumps({
             "version": __version__,
             "strongly_typed": network.get_flag(NetworkDefinitionCreationFlag.STRONGLY_TYPED),
             "workspace": config.get_memory_pool_limit(MemoryPoolType.WORKSPACE),
             "profile": shapes,
+            "timing_cache": timing,
         }).encode()
         return IHostMemory(_PLAN_MAGIC + struct.pack("<I", len(header)) + header + network.onnx)
 
