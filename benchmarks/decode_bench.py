@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from export.input_graph import read_onnx_meta as read_meta  # noqa: E402
+from export.onnx_file import read_onnx_meta as read_meta  # noqa: E402
 from export.peak_graph import add_peak_outputs, dense_maps_model  # noqa: E402
 from rtpose.decoder import decode  # noqa: E402
 from rtpose.fast_decoder import decode_outputs  # noqa: E402

@@ -44,7 +44,7 @@ from calib.quantize import (
     summary,
 )
 from export.formats import ExportError
-from export.input_graph import read_onnx_meta, write_onnx_meta
+from export.onnx_file import read_onnx_meta, write_onnx_meta
 from export.precision import PRECISION_KEY
 from rtpose.engine.onnxruntime_engine import OnnxRuntimeEngine
 from rtpose.model_meta import ModelMeta

@@ -15,8 +15,7 @@ backend that runs the ONNX (onnxruntime on CPU too) runs the same nodes.
 The metadata's ``input_format`` says which input a model file takes, and
 :func:`rtpose.preprocess.network_input` follows it.
 
-Needs only ``onnx`` (no torch), so an ``.onnx`` file can be converted where
-the trainer is not installed.
+Needs only ``onnx`` (no torch).
 """
 
 from __future__ import annotations
@@ -29,24 +28,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export.formats import ExportError
-from rtpose.model_meta import (FLOAT32_NCHW_RGB, INPUT_FORMATS, META_KEY, UINT8_NHWC_BGR, ModelMeta,
-                               meta_from_text)
+from export.onnx_file import read_onnx_meta, rewrite_onnx, write_onnx_meta
+from rtpose.model_meta import FLOAT32_NCHW_RGB, INPUT_FORMATS, UINT8_NHWC_BGR
 
 _PREFIX = "rtpose_input_"          # names of the added tensors; checked not to clash
-
-
-def read_onnx_meta(model: onnx.ModelProto, source: str | Path = "model") -> ModelMeta:
-    try:
-        return meta_from_text({p.key: p.value for p in model.metadata_props}.get(META_KEY), source)
-    except ValueError as exc:
-        raise ExportError(str(exc)) from None
-
-
-def write_onnx_meta(model: onnx.ModelProto, meta: ModelMeta) -> None:
-    for entry in list(model.metadata_props):
-        if entry.key == META_KEY:
-            model.metadata_props.remove(entry)
-    model.metadata_props.add(key=META_KEY, value=meta.to_json())
 
 
 def add_uint8_input(model: onnx.ModelProto, source: str | Path = "model") -> onnx.ModelProto:
@@ -103,16 +88,7 @@ def add_uint8_input(model: onnx.ModelProto, source: str | Path = "model") -> onn
 
 def write_uint8_input_model(source: str | Path, output: str | Path) -> Path:
     """:func:`add_uint8_input` from file to file."""
-    try:
-        model = onnx.load(str(source))
-    except FileNotFoundError:
-        raise ExportError(f"ONNX model not found: {source}") from None
-    except Exception as exc:  # onnx raises protobuf's own errors for a file that is not ONNX
-        raise ExportError(f"{source} is not an ONNX model ({type(exc).__name__})") from None
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(add_uint8_input(model, source), str(output))
-    return output
+    return rewrite_onnx(source, output, lambda model: add_uint8_input(model, source))
 
 
 def compare_input_formats(float_model: str | Path, uint8_model: str | Path, batch: int = 2, seed: int = 0) -> str:

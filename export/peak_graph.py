@@ -29,7 +29,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export.formats import ExportError
-from export.input_graph import read_onnx_meta, write_onnx_meta
+from export.onnx_file import load_onnx, read_onnx_meta, rewrite_onnx, write_onnx_meta
 from rtpose.fast_decoder import PEAK_OUTPUTS
 from rtpose.model_meta import ModelMeta
 
@@ -147,11 +147,7 @@ def dense_maps_model(meta: ModelMeta, opset: int = 17) -> onnx.ModelProto:
 
 def write_peak_model(source: str | Path, output: str | Path, top_k: int) -> Path:
     """:func:`add_peak_outputs` from file to file (``output`` may be ``source``)."""
-    model = add_peak_outputs(_load(source), top_k, source=source)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(output))
-    return output
+    return rewrite_onnx(source, output, lambda model: add_peak_outputs(model, top_k, source=source))
 
 
 def compare_peaks(dense_model: str | Path | onnx.ModelProto, top_k: int, batch: int = 2, seed: int = 0) -> str:
@@ -169,7 +165,7 @@ def compare_peaks(dense_model: str | Path | onnx.ModelProto, top_k: int, batch: 
 
     source = "model"
     if not isinstance(dense_model, onnx.ModelProto):
-        source, dense_model = dense_model, _load(dense_model)
+        source, dense_model = dense_model, load_onnx(dense_model)
     model = add_peak_outputs(dense_model, top_k, keep_dense=True, source=source)
     meta = read_onnx_meta(model)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -189,11 +185,3 @@ def compare_peaks(dense_model: str | Path | onnx.ModelProto, top_k: int, batch: 
         total += len(got)
     return f"in-graph peaks (top {top_k}) vs numpy find_peaks (onnxruntime), batch {batch}: {total} peaks, all equal"
 
-
-def _load(path: str | Path) -> onnx.ModelProto:
-    try:
-        return onnx.load(str(path))
-    except FileNotFoundError:
-        raise ExportError(f"ONNX model not found: {path}") from None
-    except Exception as exc:  # onnx raises protobuf's own errors for a file that is not ONNX
-        raise ExportError(f"{path} is not an ONNX model ({type(exc).__name__})") from None

@@ -23,7 +23,7 @@ import onnx
 from onnx import TensorProto
 
 from export.formats import ExportError
-from export.input_graph import read_onnx_meta, write_onnx_meta
+from export.onnx_file import read_onnx_meta, rewrite_onnx, write_onnx_meta
 
 PRECISION_KEY = "rtpose_precision"       # ONNX metadata: how the precision was made (JSON)
 MAX_IR_VERSION = 10
@@ -87,16 +87,7 @@ def _sort_nodes(graph: onnx.GraphProto) -> None:
 
 def write_fp16_model(source: str | Path, output: str | Path) -> Path:
     """:func:`convert_fp16` from file to file."""
-    try:
-        model = onnx.load(str(source))
-    except FileNotFoundError:
-        raise ExportError(f"ONNX model not found: {source}") from None
-    except Exception as exc:  # onnx raises protobuf's own errors for a file that is not ONNX
-        raise ExportError(f"{source} is not an ONNX model ({type(exc).__name__})") from None
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(convert_fp16(model, source), str(output))
-    return output
+    return rewrite_onnx(source, output, lambda model: convert_fp16(model, source))
 
 
 def check_images(meta, spec: str | None = None, count: int = 8) -> tuple[list[np.ndarray], str]:

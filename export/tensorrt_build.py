@@ -36,7 +36,8 @@ import tensorrt as trt
 
 import rtpose
 from export.formats import ExportError
-from export.input_graph import add_uint8_input, read_onnx_meta
+from export.input_graph import add_uint8_input
+from export.onnx_file import read_onnx_meta
 from export.precision import convert_fp16, graph_precision
 from rtpose.engine.onnxruntime_engine import OnnxRuntimeEngine
 from rtpose.engine.tensorrt_engine import MESSAGES, TensorRTEngine

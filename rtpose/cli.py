@@ -282,7 +282,7 @@ def export(
 
 def _to_fp16(source: Path, output: Path, images: str | None) -> Path:
     """FP16 copy (FP32 inputs and outputs) of ``source``, checked against it on images."""
-    from export.input_graph import read_onnx_meta
+    from export.onnx_file import read_onnx_meta
     from export.precision import check_images as parity_inputs, compare_precision, write_fp16_model
     import onnx
     inputs, what = parity_inputs(read_onnx_meta(onnx.load(str(source)), source), images)

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
-from export.input_graph import read_onnx_meta
+from export.onnx_file import read_onnx_meta
 from export.peak_graph import add_peak_outputs, dense_maps_model
 from rtpose.cli import app
 from rtpose.decoder import decode, find_peaks

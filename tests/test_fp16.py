@@ -24,13 +24,6 @@ def fp16_model(tmp_path_factory):
     return write_fp16_model(DEFAULT_MODEL, tmp_path_factory.mktemp("fp16") / "default_fp16.onnx")
 
 
-@pytest.fixture(scope="module")
-def real_images(shared_data):
-    paths = sorted(shared_data.glob("coco/*.jpg")) + sorted(shared_data.glob("crowdpose/*.jpg")) \
-        + sorted(shared_data.glob("mpii/*.jpg"))
-    return [cv2.imread(str(p)) for p in paths]
-
-
 def test_fp16_graph_keeps_fp32_inputs_outputs_and_metadata(fp16_model):
     model = onnx.load(str(fp16_model))
     assert graph_precision(model) == "fp16" and graph_precision(onnx.load(str(DEFAULT_MODEL))) == "fp32"

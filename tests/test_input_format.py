@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import pytest
@@ -28,13 +27,6 @@ from rtpose.runner import DEFAULT_MODEL
 @pytest.fixture(scope="module")
 def uint8_model(tmp_path_factory):
     return write_uint8_input_model(DEFAULT_MODEL, tmp_path_factory.mktemp("u8") / "default_uint8.onnx")
-
-
-@pytest.fixture(scope="module")
-def real_images(shared_data):
-    paths = sorted(shared_data.glob("coco/*.jpg")) + sorted(shared_data.glob("crowdpose/*.jpg")) \
-        + sorted(shared_data.glob("mpii/*.jpg"))
-    return [cv2.imread(str(p)) for p in paths]
 
 
 def test_shipped_model_without_the_field_still_loads_as_float():
