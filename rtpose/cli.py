@@ -140,11 +140,22 @@ def evaluate(
     results_out: Annotated[Optional[Path], typer.Option("--results", help="Write COCO results here.")] = None,
     batch_size: int = 8,
 ) -> None:
-    """COCO keypoint AP/AR of a model on a dataset, through pycocotools."""
+    """COCO keypoint AP/AR of a model on a dataset, through pycocotools (PCKh@0.5 on an MPII list file)."""
     from trainer.annotations import load_keypoint_set
     from trainer.evaluate import evaluate as run_eval
     engine = _open_any_engine(model)
     kset = load_keypoint_set(annotations, images)
+    if not kset.is_coco_format and kset.skeleton.name == "mpii":
+        # MPII's list files are not COCO: its own metric, as Simple Baselines reports it.
+        from trainer.pckh import evaluate_pckh, format_pckh
+        table = evaluate_pckh(engine, kset)
+        typer.echo("PCKh@0.5 (head size: upper neck to head top)\n" + format_pckh(table))
+        if json_out:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps({"model": str(model), "annotations": str(annotations),
+                                            "images": len(kset), "PCKh": table}, indent=2) + "\n")
+            typer.echo(f"wrote {json_out}")
+        return
     with Progress(len(kset), "eval", "img") as bar:
         result = run_eval(engine, kset, batch_size=batch_size, progress=bar.update)
     typer.echo(result.table)

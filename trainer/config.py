@@ -13,6 +13,7 @@ import yaml
 
 from rtpose.model_meta import ModelMeta
 from rtpose.skeleton import Skeleton
+from trainer.data import Augmentation
 from trainer.model import ModelConfig
 
 
@@ -43,6 +44,11 @@ class TrainConfig:
     offset_loss_weight: float = 5.0
     refinement_loss_weight: float = 2.0
     flip_prob: float = 0.5
+    # augmentation beyond flips; these defaults leave it off
+    scale_range: tuple[float, float] = (1.0, 1.0)   # person size factor, log-uniform in [min, max]
+    rotation_deg: float = 0.0                       # uniform in [-r, r] degrees
+    translation: float = 0.0                        # shift, uniform in [-t, t] of the input size
+    colour_jitter: float = 0.0                      # brightness/contrast/saturation in [1-c, 1+c]
     # machinery
     device: str = "auto"                      # auto (CUDA when present), cpu, cuda, cuda:1, ...
     workers: int = 1
@@ -54,6 +60,10 @@ class TrainConfig:
     def model_config(self) -> ModelConfig:
         return ModelConfig(widths=tuple(self.widths), blocks=tuple(self.blocks),
                            neck_width=self.neck_width, head_width=self.head_width)
+
+    def augmentation(self) -> Augmentation:
+        return Augmentation(flip_prob=self.flip_prob, scale=tuple(self.scale_range), rotation=self.rotation_deg,
+                            translation=self.translation, colour=self.colour_jitter)
 
     def model_meta(self, skeleton: Skeleton) -> ModelMeta:
         return ModelMeta(input_width=self.input_width, input_height=self.input_height, skeleton=skeleton)
@@ -80,6 +90,14 @@ def config_from_dict(d: dict, source: str = "config") -> TrainConfig:
             raise ConfigError(f"{source}: '{f.name}' must be a number, got {value!r}")
     if config.input_width % 32 or config.input_height % 32:
         raise ConfigError(f"{source}: input_width and input_height must be multiples of 32")
+    scale = config.scale_range
+    if (not isinstance(scale, tuple) or len(scale) != 2 or not all(isinstance(v, (int, float)) for v in scale)
+            or not 0 < scale[0] <= scale[1]):
+        raise ConfigError(f"{source}: 'scale_range' must be [min, max] with 0 < min <= max, got {scale!r}")
+    if not (0 <= config.flip_prob <= 1 and 0 <= config.colour_jitter < 1 and config.rotation_deg >= 0
+            and config.translation >= 0):
+        raise ConfigError(f"{source}: need 0 <= flip_prob <= 1, 0 <= colour_jitter < 1, "
+                          "rotation_deg >= 0 and translation >= 0")
     return config
 
 

@@ -50,7 +50,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, log=print) -> P
     # Channels-last runs the convolutions about a quarter faster on CPU (measured).
     model.to(device, memory_format=torch.channels_last)
 
-    dataset = PoseDataset(train_set, meta, flip_prob=config.flip_prob, seed=config.seed)
+    dataset = PoseDataset(train_set, meta, seed=config.seed, augmentation=config.augmentation())
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=config.batch_size, shuffle=True, drop_last=len(dataset) > config.batch_size,
         num_workers=config.workers, persistent_workers=False,
