@@ -31,7 +31,8 @@ def test_mpii_list_format_loads_with_its_16_joints(shared_data):
     raw = json.loads((shared_data / "mpii/test_mpii.json").read_text())
     assert kset.skeleton is MPII and len(kset) == 5 and not kset.is_coco_format
     record = next(r for r in kset.images if r.path.name == raw[0]["image"])
-    assert record.keypoints[0, :, :2] == pytest.approx(np.asarray(raw[0]["joints"]))
+    # MPII numbers pixels from 1 (Matlab); rtpose from 0.
+    assert record.keypoints[0, :, :2] == pytest.approx(np.asarray(raw[0]["joints"]) - 1)
     assert (record.keypoints[0, :, 2] == 2).all()
 
 

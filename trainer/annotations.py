@@ -147,7 +147,9 @@ def _from_mpii(data: list, path: Path, root: Path) -> KeypointSet:
         for i, (name, entries) in enumerate(by_file.items()):
             kps, areas = [], []
             for e in entries:
-                joints = np.asarray(e["joints"], dtype=np.float32).reshape(MPII.num_keypoints, 2)
+                # MPII's coordinates are Matlab's, 1-based; pixels here are 0-based
+                # (as Simple Baselines' lib/dataset/mpii.py converts them).
+                joints = np.asarray(e["joints"], dtype=np.float32).reshape(MPII.num_keypoints, 2) - 1.0
                 vis = np.asarray(e["joints_vis"], dtype=np.float32).reshape(MPII.num_keypoints, 1)
                 kps.append(np.concatenate([joints * (vis > 0), 2 * (vis > 0)], axis=1))
                 # MPII's scale is the person's height / 200 px; call the area a
