@@ -122,12 +122,17 @@ def train(
     epochs: Annotated[Optional[int], typer.Option(help="Override the config's epochs.")] = None,
     output_dir: Annotated[Optional[str], typer.Option(help="Override the config's output_dir.")] = None,
 ) -> None:
-    """Train the bottom-up model on COCO-format keypoint data."""
+    """Train the bottom-up model on COCO-format keypoint data.
+
+    For several processes (GPUs or machines) start it with torchrun:
+    ``torchrun --nproc_per_node N -m rtpose.cli train CONFIG``.
+    """
     from trainer.config import load_config
     from trainer.train import train as run_training
     cfg = load_config(config, epochs=epochs, output_dir=output_dir)
     last = run_training(cfg, resume=resume, log=lambda m: typer.echo(m, err=True))
-    typer.echo(f"checkpoint: {last}")
+    if os.environ.get("RANK", "0") == "0":          # under torchrun, one line, not one per process
+        typer.echo(f"checkpoint: {last}")
 
 
 @app.command("eval")
@@ -139,6 +144,8 @@ def evaluate(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the figures as JSON here.")] = None,
     results_out: Annotated[Optional[Path], typer.Option("--results", help="Write COCO results here.")] = None,
     batch_size: int = 8,
+    flip: Annotated[bool, typer.Option("--flip", help="Flip test: average with the mirrored image's outputs "
+                                       "(twice the inference).")] = False,
 ) -> None:
     """COCO keypoint AP/AR of a model on a dataset, through pycocotools (PCKh@0.5 on an MPII list file)."""
     from trainer.annotations import load_keypoint_set
@@ -148,7 +155,7 @@ def evaluate(
     if not kset.is_coco_format and kset.skeleton.name == "mpii":
         # MPII's list files are not COCO: its own metric, as Simple Baselines reports it.
         from trainer.pckh import evaluate_pckh, format_pckh
-        table = evaluate_pckh(engine, kset)
+        table = evaluate_pckh(engine, kset, flip=flip)
         typer.echo("PCKh@0.5 (head size: upper neck to head top)\n" + format_pckh(table))
         if json_out:
             json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +164,7 @@ def evaluate(
             typer.echo(f"wrote {json_out}")
         return
     with Progress(len(kset), "eval", "img") as bar:
-        result = run_eval(engine, kset, batch_size=batch_size, progress=bar.update)
+        result = run_eval(engine, kset, batch_size=batch_size, progress=bar.update, flip=flip)
     typer.echo(result.table)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

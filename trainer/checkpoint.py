@@ -17,7 +17,7 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, config: TrainConfig,
-                    meta: ModelMeta, metrics: dict) -> None:
+                    meta: ModelMeta, metrics: dict, scaler=None) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({
         "model": model.state_dict(),
@@ -27,6 +27,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, config:
         "config": config.to_dict(),
         "meta": meta.to_json(),
         "metrics": metrics,
+        "scaler": scaler.state_dict() if scaler is not None else {},   # empty unless float16 AMP
     }, tmp)
     tmp.replace(path)                   # never leave a half-written checkpoint behind
 

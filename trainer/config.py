@@ -44,6 +44,8 @@ class TrainConfig:
     offset_loss_weight: float = 5.0
     refinement_loss_weight: float = 2.0
     flip_prob: float = 0.5
+    amp: bool = False                         # mixed precision: float16 + loss scaling on CUDA, bfloat16 on CPU
+    grad_clip: float = 0.0                    # max global gradient norm; 0 = no clipping
     # augmentation beyond flips; these defaults leave it off
     scale_range: tuple[float, float] = (1.0, 1.0)   # person size factor, log-uniform in [min, max]
     rotation_deg: float = 0.0                       # uniform in [-r, r] degrees
@@ -88,6 +90,10 @@ def config_from_dict(d: dict, source: str = "config") -> TrainConfig:
         value = getattr(config, f.name)
         if f.type in ("int", "float") and not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: '{f.name}' must be a number, got {value!r}")
+    if not isinstance(config.amp, bool):
+        raise ConfigError(f"{source}: 'amp' must be true or false, got {config.amp!r}")
+    if config.grad_clip < 0:
+        raise ConfigError(f"{source}: 'grad_clip' must be >= 0 (0 = off), got {config.grad_clip!r}")
     if config.input_width % 32 or config.input_height % 32:
         raise ConfigError(f"{source}: input_width and input_height must be multiples of 32")
     scale = config.scale_range

@@ -91,8 +91,11 @@ def load_coco_gt(kset: KeypointSet) -> COCO:
 
 
 def evaluate(engine: Engine, kset: KeypointSet, config: DecoderConfig | None = None, batch_size: int = 8,
-             max_dets: int = 20, progress: Callable[[int], None] | None = None) -> EvalResult:
-    """Estimate poses on every image of ``kset`` with ``engine`` and score them against its annotations."""
+             max_dets: int = 20, progress: Callable[[int], None] | None = None, flip: bool = False) -> EvalResult:
+    """Estimate poses on every image of ``kset`` with ``engine`` and score them against its annotations.
+
+    ``flip``: the flip test, outputs averaged with the mirrored image's (see :func:`rtpose.estimate.estimate`).
+    """
     if engine.meta.skeleton.keypoints != kset.skeleton.keypoints:
         raise DatasetError(f"model keypoints ({engine.meta.skeleton.name}) differ from the dataset's "
                            f"({kset.skeleton.name})")
@@ -101,7 +104,7 @@ def evaluate(engine: Engine, kset: KeypointSet, config: DecoderConfig | None = N
     for start in range(0, len(kset.images), batch_size):
         records = kset.images[start:start + batch_size]
         images = [_read_image(r.path) for r in records]
-        for record, people in zip(records, estimate(engine, images, config)):
+        for record, people in zip(records, estimate(engine, images, config, flip=flip)):
             results.extend(people_to_coco(record.image_id, people))
         if progress:
             progress(len(records))

@@ -110,13 +110,13 @@ def match_people(people: People, ground_truth: np.ndarray, visible: np.ndarray, 
     return np.asarray(matched).reshape(-1, k, 2)
 
 
-def evaluate_pckh(engine, kset, config=None, threshold: float = 0.5) -> dict[str, float]:
+def evaluate_pckh(engine, kset, config=None, threshold: float = 0.5, flip: bool = False) -> dict[str, float]:
     """PCKh of ``engine`` on an MPII :class:`KeypointSet` (head sizes from the joints, see above)."""
     if kset.skeleton != MPII:
         raise ValueError(f"PCKh needs MPII keypoints, {kset.annotation_file} has {kset.skeleton.name}")
     predicted, ground_truth, visible, sizes = [], [], [], []
     for record in kset.images:
-        people = estimate(engine, [_read_image(record.path)], config)[0]
+        people = estimate(engine, [_read_image(record.path)], config, flip=flip)[0]
         vis = record.keypoints[..., 2] > 0
         size = head_sizes_from_joints(record.keypoints)
         predicted.append(match_people(people, record.keypoints[..., :2], vis, size, threshold))

@@ -4,23 +4,35 @@
 ``train_one_epoch`` and validation, writing ``last.pt`` (and ``best.pt`` when
 validation AP improves) after every epoch and one JSON line of metrics per
 epoch to ``metrics.jsonl``. ``resume`` continues from a checkpoint's epoch
-with its optimizer and scheduler.
+with its optimizer, scheduler and gradient scaler.
+
+The same function runs one process or many: started by ``torchrun`` (which
+sets RANK, WORLD_SIZE and LOCAL_RANK) it joins the process group (NCCL on
+CUDA, gloo on CPU), gives each process its share of every epoch through a
+DistributedSampler and wraps the model in DistributedDataParallel. Only rank
+0 validates and writes checkpoints, metrics and progress; the others wait for
+it at a barrier. ``batch_size`` is per process, so the global batch is
+``batch_size * WORLD_SIZE``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from rtpose.progress import Progress
 from trainer.annotations import load_keypoint_set, load_keypoint_sets
 from trainer.checkpoint import CheckpointEngine, CheckpointError, read_checkpoint, save_checkpoint
-from trainer.config import TrainConfig
+from trainer.config import ConfigError, TrainConfig
 from trainer.data import PoseDataset
 from trainer.evaluate import evaluate
 from trainer.losses import focal_l2_loss, offset_l1_loss
@@ -29,60 +41,131 @@ from trainer.model import SimplePoseNet, load_weights
 
 def train(config: TrainConfig, resume: str | Path | None = None, log=print) -> Path:
     """Train as ``config`` says; returns the path of the last checkpoint."""
+    rank, world, local_rank = _init_distributed(config)
+    try:
+        return _train(config, resume, log if rank == 0 else (lambda message: None), rank, world, local_rank)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _init_distributed(config: TrainConfig) -> tuple[int, int, int]:
+    """Join torchrun's process group when there is one; (rank, world size, local rank)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return rank, world, local_rank
+
+
+def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: int) -> Path:
+    # Every process starts from the same seed, so the replicas begin with the
+    # same weights (DDP broadcasts rank 0's anyway) and the same augmentation
+    # stream per sample; the DistributedSampler decides who sees which sample.
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
 
     train_set = load_keypoint_sets(config.train_annotations, config.train_images)
     if config.max_train_images:
         train_set.images = train_set.images[:config.max_train_images]
     val_set = (load_keypoint_set(config.val_annotations, config.val_images)
-               if config.val_annotations else None)
+               if config.val_annotations and rank == 0 else None)
     meta = config.model_meta(train_set.skeleton)
     model = SimplePoseNet(train_set.skeleton, config.model_config())
     if config.init_weights:
         load_weights(model, config.init_weights)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto"
                           else config.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", local_rank)       # one GPU per process
+    if config.amp and device.type not in ("cuda", "cpu"):
+        raise ConfigError(f"amp: mixed precision is built for cuda (float16) and cpu (bfloat16), not {device.type}")
     # Channels-last runs the convolutions about a quarter faster on CPU (measured).
     model.to(device, memory_format=torch.channels_last)
 
     dataset = PoseDataset(train_set, meta, seed=config.seed, augmentation=config.augmentation())
+    # Each process takes every WORLD_SIZE-th sample of one shared shuffle
+    # (padded with repeats so all take the same number of steps).
+    sampler = (torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                                   seed=config.seed)
+               if world > 1 else None)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=config.batch_size, shuffle=True, drop_last=len(dataset) > config.batch_size,
-        num_workers=config.workers, persistent_workers=False,
+        dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+        drop_last=len(dataset) // world > config.batch_size, num_workers=config.workers, persistent_workers=False,
         generator=torch.Generator().manual_seed(config.seed))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # The schedule is a function of the config, not state in the checkpoint,
     # so a run resumed with more epochs stretches it instead of failing.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.epochs * len(loader)))
+    # float16 needs loss scaling against underflowing gradients; bfloat16 (CPU) has float32's range.
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
 
     start_epoch, best_ap = 0, -1.0
     if resume:
-        start_epoch, best_ap = _resume(resume, config, model, optimizer, scheduler)
+        start_epoch, best_ap = _resume(resume, config, model, optimizer, scheduler, scaler)
         log(f"resumed from {resume} at epoch {start_epoch}")
+    module = model                       # the bare model: what checkpoints and validation use
+    if world > 1:
+        model = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
 
-    log(f"training {meta.architecture} on {device}, {len(train_set)} images of {config.train_annotations} "
+    log(f"training {meta.architecture} on {device}" + (f" x {world} processes" if world > 1 else "")
+        + f", {len(train_set)} images of {config.train_annotations} "
         f"for {config.epochs} epochs; checkpoints in {out}")
     last = out / "last.pt"
     for epoch in range(start_epoch, config.epochs):
         dataset.epoch = epoch
-        metrics = train_one_epoch(model, loader, optimizer, scheduler, config, epoch, device)
-        if val_set is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
-            result = evaluate(CheckpointEngine(model, meta), val_set)
-            model.train()
-            metrics["val_AP"] = result.stats["AP"]
-            log(f"epoch {epoch + 1}: validation AP {result.stats['AP']:.3f}")
-        metrics["best_val_AP"] = best_ap = max(best_ap, metrics.get("val_AP", -1.0))
-        save_checkpoint(last, model, optimizer, scheduler, epoch + 1, config, meta, metrics)
-        if metrics.get("val_AP", -1.0) >= best_ap and "val_AP" in metrics:
-            save_checkpoint(out / "best.pt", model, optimizer, scheduler, epoch + 1, config, meta, metrics)
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"epoch": epoch + 1, **metrics}) + "\n")
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        metrics = train_one_epoch(model, loader, optimizer, scheduler, config, epoch, device, scaler,
+                                  show_progress=rank == 0)
+        if world > 1:
+            _average_buffers(module, world)
+        if rank == 0:
+            if val_set is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+                result = evaluate(CheckpointEngine(module, meta), val_set)
+                module.train()
+                metrics["val_AP"] = result.stats["AP"]
+                log(f"epoch {epoch + 1}: validation AP {result.stats['AP']:.3f}")
+            metrics["best_val_AP"] = best_ap = max(best_ap, metrics.get("val_AP", -1.0))
+            save_checkpoint(last, module, optimizer, scheduler, epoch + 1, config, meta, metrics, scaler)
+            if metrics.get("val_AP", -1.0) >= best_ap and "val_AP" in metrics:
+                save_checkpoint(out / "best.pt", module, optimizer, scheduler, epoch + 1, config, meta, metrics,
+                                scaler)
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"epoch": epoch + 1, **metrics}) + "\n")
+        if world > 1:
+            dist.barrier()               # the others wait while rank 0 validates and saves
+    if dump := os.environ.get("RTPOSE_DUMP_REPLICA_WEIGHTS"):
+        # Debug/test hook: each process writes its own replica's weights, so a
+        # test can check that DDP kept them identical.
+        Path(dump).mkdir(parents=True, exist_ok=True)
+        torch.save(module.state_dict(), Path(dump) / f"rank{rank}.pt")
     return last
+
+
+def _average_buffers(module: torch.nn.Module, world: int) -> None:
+    """Average the batch-norm running statistics over the replicas.
+
+    DDP keeps the parameters identical but each replica's running statistics
+    see only its own batches (DDP copies rank 0's before each forward, so
+    every other process's would be lost). Averaging them once an epoch makes
+    the replicas identical in every tensor and lets the checkpoint's
+    statistics come from all the data.
+    """
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer)
+            buffer /= world
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, final: float = 0.02):
@@ -97,38 +180,57 @@ def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, final: float 
     return factor
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, config: TrainConfig, epoch: int, device) -> dict:
+def train_one_epoch(model, loader, optimizer, scheduler, config: TrainConfig, epoch: int, device,
+                    scaler: torch.amp.GradScaler | None = None, show_progress: bool = True) -> dict:
     model.train()
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
+    # CUDA autocasts to float16 (with the scaler); CPU to bfloat16, the type its matmul kernels speed up.
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     sums = {"loss": 0.0, "heatmap_loss": 0.0, "offset_loss": 0.0, "refinement_loss": 0.0}
     started = time.perf_counter()
-    with Progress(len(loader), f"epoch {epoch + 1}/{config.epochs}", unit="batch") as bar:
+    stream = None if show_progress else io.StringIO()
+    with Progress(len(loader), f"epoch {epoch + 1}/{config.epochs}", unit="batch", stream=stream) as bar:
         for batch in loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            heatmaps, offsets, refinements = model(batch["image"].to(memory_format=torch.channels_last))
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=config.amp):
+                outputs = model(batch["image"].to(memory_format=torch.channels_last))
+            # The losses in float32: small focal terms vanish in half precision.
+            heatmaps, offsets, refinements = (o.float() for o in outputs)
             heatmap_loss = focal_l2_loss(heatmaps, batch["heatmaps"], batch["heatmap_mask"])
             offset_loss = offset_l1_loss(offsets, batch["offsets"], batch["offset_mask"])
             refinement_loss = offset_l1_loss(refinements, batch["refinements"], batch["refinement_mask"])
             loss = (heatmap_loss + config.offset_loss_weight * offset_loss
                     + config.refinement_loss_weight * refinement_loss)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            if config.grad_clip > 0:
+                scaler.unscale_(optimizer)           # clip the true gradients, not the scaled ones
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             for name, value in (("loss", loss), ("heatmap_loss", heatmap_loss), ("offset_loss", offset_loss),
                                 ("refinement_loss", refinement_loss)):
                 sums[name] += value.item()
             bar.update(1, f"loss {loss.item():.3f} (heatmaps {heatmap_loss.item():.3f} offsets {offset_loss.item():.3f})")
     n = max(len(loader), 1)
+    if dist.is_initialized():
+        # Losses averaged over all processes, so metrics.jsonl reads the same for any world size.
+        totals = torch.tensor(list(sums.values()), dtype=torch.float64, device=device)
+        dist.all_reduce(totals)
+        sums = dict(zip(sums, (totals / dist.get_world_size()).tolist()))
     seconds = time.perf_counter() - started
     return {**{k: v / n for k, v in sums.items()}, "lr": scheduler.get_last_lr()[0],
             "seconds": round(seconds, 1), "images_per_second": round(len(loader.dataset) / seconds, 1)}
 
 
-def _resume(path, config: TrainConfig, model, optimizer, scheduler) -> tuple[int, float]:
+def _resume(path, config: TrainConfig, model, optimizer, scheduler, scaler=None) -> tuple[int, float]:
     ckpt = read_checkpoint(path)
     if ckpt["config"].get("widths") != list(config.widths) or ckpt["config"].get("blocks") != list(config.blocks):
         raise CheckpointError(f"{path} was trained with another architecture than this config describes")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and scaler.is_enabled() and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
     return int(ckpt["epoch"]), float(ckpt.get("metrics", {}).get("best_val_AP", -1.0))
