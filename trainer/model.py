@@ -109,27 +109,41 @@ class SimplePoseNet(nn.Module):
         return torch.sigmoid(keypoints[:, :k]), self.offset_head(x), keypoints[:, k:]
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a user's weights file (a state dict, or a checkpoint holding one under ``model``).
-
-    Names and shapes must match exactly; the error lists what does not.
-    """
+def read_state_dict(path: str | Path, wrapper_keys: tuple[str, ...] = ("model", "state_dict")) -> dict:
+    """A state dict from a weights file: the file's own, or the one it holds under a wrapper key."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ValueError(f"weights file not found: {path}") from None
     except Exception as exc:  # torch raises several types for a file that is not a checkpoint
         raise ValueError(f"{path} is not a torch weights file ({type(exc).__name__})") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
+    for key in wrapper_keys:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds no state dict")
-    own = model.state_dict()
+    return state
+
+
+def mismatches(own: dict, state: dict) -> str:
+    """What keeps ``state`` from loading into a model whose state dict is ``own``, in one line ('' if nothing)."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        parts = [f"{label} {len(keys)} (first: {keys[0]})"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-        raise ValueError(f"{path} does not fit this model: " + ", ".join(parts))
+    wrong = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+                   for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    return "; ".join(f"{label} {len(keys)}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
+                     for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+                     if keys)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a user's weights file (a state dict, or a checkpoint holding one under ``model``).
+
+    Names and shapes must match exactly; the error lists what does not.
+    """
+    state = read_state_dict(path, ("model",))
+    problems = mismatches(model.state_dict(), state)
+    if problems:
+        raise ValueError(f"{path} does not fit this model: {problems}")
     model.load_state_dict(state)

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trainer.model import mismatches, read_state_dict
+
 BN_MOMENTUM = 0.1   # the published code's value; it matters to fine-tuning, not to loading
 
 
@@ -128,26 +130,11 @@ def load_backbone_weights(model: PoseResNet, path: str | Path) -> None:
     layers keep their initialisation. Every backbone name and shape must
     match, else one line names what does not.
     """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"weights file not found: {path}") from None
-    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
-        raise ValueError(f"{path} is not a torch weights file ({type(exc).__name__})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds no state dict")
+    state = read_state_dict(path, ("state_dict",))
     state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
     own = {k: v for k, v in model.state_dict().items()
            if not k.startswith(("deconv_layers.", "final_layer."))}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
-                   for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        parts = [f"{label} {len(keys)}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-                 if keys]
-        raise ValueError(f"{path} is not a ResNet-{model.depth} backbone: " + "; ".join(parts))
+    problems = mismatches(own, state)
+    if problems:
+        raise ValueError(f"{path} is not a ResNet-{model.depth} backbone: {problems}")
     model.load_state_dict(state, strict=False)
