@@ -35,7 +35,7 @@ class DecoderConfig:
     heatmap_threshold: float = 0.1   # a peak below this is not a keypoint
     top_k: int = 40                  # peaks kept per keypoint type
     max_offset_distance: float = 3.0  # map pixels between a guided point and the peak it joins
-    person_threshold: float = 0.2    # mean keypoint score (missing = 0) a person needs
+    person_threshold: float = 0.15   # mean keypoint score (missing = 0) a person needs (benchmarks: "Decoder default")
     max_persons: int = 40
     min_keypoints: int = 2
 
