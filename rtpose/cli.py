@@ -344,6 +344,8 @@ PersonThreshold = Annotated[Optional[float], typer.Option(help="Decoder: lowest 
 MaxPersons = Annotated[Optional[int], typer.Option(help="Decoder: most people per frame.")]
 ModelOption = Annotated[Path, typer.Option(
     help="Model file: .onnx (onnxruntime), .engine (TensorRT) or .pt2 (torch); default: the shipped model.")]
+Fp16 = Annotated[bool, typer.Option(help="Torch programs (.pt2) on CUDA: run in half precision.")]
+CudaGraphs = Annotated[bool, typer.Option(help="Torch programs (.pt2) on CUDA: replay CUDA graphs.")]
 EngineThreads = Annotated[Optional[int], typer.Option(
     help="CPU threads for inference (default: half the cores; 0: the engine's own default).")]
 
@@ -411,6 +413,8 @@ def run(
     smooth: Smooth = True,
     reconnect_timeout: ReconnectTimeout = 10.0,
     engine_threads: EngineThreads = None,
+    fp16: Fp16 = False,
+    cuda_graphs: CudaGraphs = False,
     heatmap_threshold: HeatmapThreshold = None,
     top_k: TopK = None,
     max_offset_distance: MaxOffsetDistance = None,
@@ -428,7 +432,8 @@ def run(
         typer.echo("note: no --output, --json or --show given; poses are computed and not kept", err=True)
     options = _run_options(decoder, overlay, policy, max_batch, max_frames, in_flight, track, smooth)
     summary = run_pipeline(source, model, Outputs(output, json_out, show), options, engine_threads=engine_threads,
-                           reconnect=Reconnect(give_up_after=reconnect_timeout))
+                           reconnect=Reconnect(give_up_after=reconnect_timeout),
+                           engine_options={"fp16": fp16, "cuda_graphs": cuda_graphs})
     typer.echo(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} FPS); latency "
                f"median {summary['latency']['median_ms']:.0f} ms, p95 {summary['latency']['p95_ms']:.0f} ms")
     if len(summary["sources"]) > 1 or any(s["dropped"] or s["reconnects"] or s["skipped"] for s in summary["sources"]):
@@ -455,13 +460,16 @@ def bench(
     track: Track = False,
     reconnect_timeout: ReconnectTimeout = 10.0,
     engine_threads: EngineThreads = None,
+    fp16: Fp16 = False,
+    cuda_graphs: CudaGraphs = False,
 ) -> None:
     """FPS, per-stage and end-to-end latency: threaded pipeline, the same work in one thread, the engine alone."""
     from rtpose.runner import DEFAULT_MODEL, Outputs, bench as run_bench, format_bench
     from rtpose.sources import Reconnect
     options = _run_options({}, True, policy, max_batch, None, in_flight, track)
     report = run_bench(source, model or DEFAULT_MODEL, frames, Outputs(video=output), options,
-                       engine_threads=engine_threads, reconnect=Reconnect(give_up_after=reconnect_timeout))
+                       engine_threads=engine_threads, reconnect=Reconnect(give_up_after=reconnect_timeout),
+                       engine_options={"fp16": fp16, "cuda_graphs": cuda_graphs})
     typer.echo(format_bench(report))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -121,13 +121,15 @@ def build_pipeline(specs: list[str], engine: Engine, outputs: Outputs, options: 
 
 
 def run(source_specs: list[str] | str, model: str | Path, outputs: Outputs, options: RunOptions = RunOptions(),
-        progress: bool = True, engine_threads: int | None = None, reconnect: Reconnect = Reconnect()) -> dict:
+        progress: bool = True, engine_threads: int | None = None, reconnect: Reconnect = Reconnect(),
+        engine_options: dict | None = None) -> dict:
     """Run the pipeline over one or more sources: :func:`rtpose.stats.summarize`'s figures plus ``error``.
 
     ``error`` says why a source ended early (None if none did); any other failure raises.
     """
     specs = expand_sources([source_specs] if isinstance(source_specs, str) else list(source_specs))
-    engine = open_engine(model, pipeline_engine_threads() if engine_threads is None else engine_threads)
+    engine = open_engine(model, pipeline_engine_threads() if engine_threads is None else engine_threads,
+                         **(engine_options or {}))
     try:
         pipeline = build_pipeline(specs, engine, outputs, options, reconnect)
     except Exception:
@@ -207,7 +209,8 @@ def engine_only_fps(engine: Engine, images: list[np.ndarray]) -> dict:
 
 def bench(source_specs: list[str] | str, model: str | Path, frames: int | None = None,
           outputs: Outputs = Outputs(), options: RunOptions = RunOptions(overlay=True),
-          engine_threads: int | None = None, reconnect: Reconnect = Reconnect()) -> dict:
+          engine_threads: int | None = None, reconnect: Reconnect = Reconnect(),
+          engine_options: dict | None = None) -> dict:
     """Pipeline, engine-only and sequential figures, measured one after the other in this process.
 
     All three use the same engine, with the pipeline's thread setting, and the
@@ -216,7 +219,8 @@ def bench(source_specs: list[str] | str, model: str | Path, frames: int | None =
     the sources again and is left out for live sources, which cannot replay.
     """
     specs = expand_sources([source_specs] if isinstance(source_specs, str) else list(source_specs))
-    engine = open_engine(model, pipeline_engine_threads() if engine_threads is None else engine_threads)
+    engine = open_engine(model, pipeline_engine_threads() if engine_threads is None else engine_threads,
+                         **(engine_options or {}))
     # With no output asked for, poses still go through a JSON sink, so the sink
     # stage does its usual work (to /dev/null).
     outputs = outputs if (outputs.video or outputs.json_lines) else Outputs(json_lines=Path(os.devnull))

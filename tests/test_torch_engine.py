@@ -137,3 +137,15 @@ def test_export_refuses_a_suffix_the_runtime_would_not_recognise(exported):
     result = runner.invoke(app, ["export", str(exported / "tiny.pt"), "--format", "torch", "--opset", "18",
                                  "--output", str(exported / "x.pt2")])
     assert result.exit_code == 1 and "does not take --opset" in result.output
+
+
+def test_run_takes_a_torch_program_and_names_the_cuda_only_options(exported, shared_data, tmp_path):
+    video = shared_data / "video/basketball_426x240.mp4"
+    result = runner.invoke(app, ["run", "--source", str(video), "--model", str(exported / "tiny.pt2"),
+                                 "--max-frames", "3", "--json", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 3
+    result = runner.invoke(app, ["run", "--source", str(video), "--model", str(exported / "tiny.pt2"), "--fp16"])
+    assert result.exit_code == 1 and "fp16 runs only on a CUDA device" in result.output
+    result = runner.invoke(app, ["run", "--source", str(video), "--cuda-graphs"])     # the shipped ONNX model
+    assert result.exit_code == 1 and "apply to torch programs (.pt2)" in result.output

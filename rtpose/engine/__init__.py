@@ -33,15 +33,20 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def open_engine(model: str | Path, threads: int = 0) -> Engine:
+def open_engine(model: str | Path, threads: int = 0, fp16: bool = False, cuda_graphs: bool = False) -> Engine:
     """The engine for a model file, chosen by what the file is.
 
     ``threads`` caps the backend's own CPU threads (0: the backend's default).
+    ``fp16`` and ``cuda_graphs`` are the torch engine's (CUDA only); ONNX and
+    TensorRT files carry their precision in the graph.
     """
     path = Path(model)
     if not path.is_file():
         raise EngineError(f"model file not found: {path}")
     suffix = path.suffix.lower()
+    if (fp16 or cuda_graphs) and suffix != ".pt2":
+        raise EngineError("--fp16 and --cuda-graphs apply to torch programs (.pt2); an ONNX or TensorRT file has "
+                          "its precision in the graph: rtpose export --precision fp16, or rtpose calib for INT8")
     if suffix == ".onnx":
         from rtpose.engine.onnxruntime_engine import OnnxRuntimeEngine
         return OnnxRuntimeEngine(path, threads=threads)
@@ -55,7 +60,7 @@ def open_engine(model: str | Path, threads: int = 0) -> Engine:
     if suffix == ".pt2":
         with _backend("a torch program", "torch", ("torch",), "pip install torch (or 'rtpose[train]')"):
             from rtpose.engine.torch_engine import TorchEngine
-        return TorchEngine.from_file(path, threads=threads)
+        return TorchEngine.from_file(path, threads=threads, fp16=fp16, cuda_graphs=cuda_graphs)
     if suffix in (".pt", ".pth"):
         raise EngineError(f"{path} looks like a training checkpoint; the runtime runs exported models: "
                           f"rtpose export {path} --output model.onnx (or --format tensorrt / --format torch)")
