@@ -46,8 +46,13 @@ def test_fp16_outputs_and_people_match_fp32_on_real_images(fp16_model, real_imag
             assert b.dtype == np.float32
             worst[k] = max(worst[k], float(np.abs(a - b).max()))
     assert worst[0] < 0.01 and worst[1] < 0.05 and worst[2] < 0.05, worst      # measured 1.7e-3, 1.1e-2, 1.1e-2
+    # The people found clearly (score 0.25 or more) are found by both, with
+    # scores within 0.01. Weak ones may differ: FP16 moves scores by about
+    # 1e-3, enough to reorder the greedy grouping of near-equal connections.
     for a, b in zip(estimate(fp32, real_images), estimate(fp16, real_images)):
-        assert len(a.scores) == len(b.scores)
+        for one, other in ((a, b), (b, a)):
+            strong = np.sort(one.scores[one.scores >= 0.25])[::-1]
+            np.testing.assert_allclose(strong, np.sort(other.scores)[::-1][:len(strong)], atol=0.01)
 
 
 def test_cli_writes_fp16_and_prints_parity_on_the_images_given(tmp_path, shared_data):

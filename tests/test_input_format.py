@@ -3,6 +3,7 @@
 No torch: the shipped model is converted with export/input_graph.py alone.
 """
 
+import json
 import re
 import subprocess
 import sys
@@ -29,10 +30,14 @@ def uint8_model(tmp_path_factory):
     return write_uint8_input_model(DEFAULT_MODEL, tmp_path_factory.mktemp("u8") / "default_uint8.onnx")
 
 
-def test_shipped_model_without_the_field_still_loads_as_float():
-    engine = open_engine(DEFAULT_MODEL)
-    assert engine.meta.input_format == FLOAT32_NCHW_RGB
-    assert '"input_format"' not in {p.key: p.value for p in onnx.load(str(DEFAULT_MODEL)).metadata_props}[META_KEY]
+def test_a_model_written_before_input_formats_still_loads_as_float(tmp_path):
+    model = onnx.load(str(DEFAULT_MODEL))
+    entry = next(p for p in model.metadata_props if p.key == META_KEY)
+    older = json.loads(entry.value)
+    del older["input_format"], older["peak_top_k"]          # fields newer than the first exported models
+    entry.value = json.dumps(older)
+    onnx.save(model, str(tmp_path / "older.onnx"))
+    assert open_engine(tmp_path / "older.onnx").meta.input_format == FLOAT32_NCHW_RGB
 
 
 def test_the_converted_model_says_what_it_takes(uint8_model):
