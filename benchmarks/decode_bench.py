@@ -44,6 +44,7 @@ from export.peak_graph import add_peak_outputs, dense_maps_model  # noqa: E402
 from rtpose.decoder import decode  # noqa: E402
 from rtpose.fast_decoder import decode_outputs  # noqa: E402
 from rtpose.preprocess import preprocess  # noqa: E402
+from rtpose.runner import cpu_name  # noqa: E402
 from rtpose.synthetic.scene import SceneConfig, draw_scene, image_rng  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "rtpose" / "models" / "default.onnx"
@@ -141,13 +142,6 @@ def table(rows: list[dict]) -> str:
             d, p = r["inference"]["dense"]["median_ms"], r["inference"]["peaks"]["median_ms"]
             lines.append(f"| {r['people']} | {d:.2f} | {p:.2f} | {p - d:+.2f} ({100 * (p - d) / d:+.0f}%) |")
     return "\n".join(lines)
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
-                platform.processor())
 
 
 def main() -> None:

@@ -56,6 +56,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rtpose.decoder import People  # noqa: E402
+from rtpose.runner import cpu_name  # noqa: E402
 from rtpose.skeleton import COCO  # noqa: E402
 from rtpose.synthetic.video import iter_video_frames  # noqa: E402
 from rtpose.track_metrics import (DetectionNoise, NoisyDetector, TrackedFrame, clear_mot, keypoint_jitter,  # noqa: E402
@@ -232,13 +233,6 @@ def cost(args) -> dict:
                                                       args.cost_repeats)
         print(f"{args.cost_video.name}: {row}", file=sys.stderr)
     return figures
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def format_report(report: dict) -> str:

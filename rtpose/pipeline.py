@@ -119,12 +119,12 @@ class Pipeline:
         self._reads = [0] * len(sources)      # frames read per source, in run_sequential
         self._captured = 0
         self._slots: threading.Semaphore | None = None   # see RunOptions.in_flight
-        self.trackers = [PoseTracker(self.meta.skeleton, options.track) if options.track else None
-                         for _ in sources]
+        # One tracker per source (a tracker sees one source's frames in order); none without tracking.
+        self.trackers = [PoseTracker(self.meta.skeleton, options.track) for _ in sources] if options.track else []
 
     def _decode_steps(self) -> list[tuple[str, Callable[[Batch], None]]]:
-        """decode, track (when a source is tracked), render: the decode+render thread's work."""
-        tracking = [("track", self.track)] if any(t is not None for t in self.trackers) else []
+        """decode, track (when tracking), render: the decode+render thread's work."""
+        tracking = [("track", self.track)] if self.trackers else []
         return [("decode", self.decode), *tracking, ("render", self.render)]
 
     # --- stage functions: each fills its part of every frame of a batch
@@ -155,9 +155,8 @@ class Pipeline:
     def track(self, batch: Batch) -> None:
         for f in batch:
             tracker = self.trackers[f.source]
-            if tracker is not None:
-                f.track_ids, f.people = tracker.update(f.people, f.image, f.timestamp)
-                f.smoothed = tracker.config.smoothing is not None
+            f.track_ids, f.people = tracker.update(f.people, f.image, f.timestamp)
+            f.smoothed = tracker.config.smoothing is not None
 
     def render(self, batch: Batch) -> None:
         for f in batch:

@@ -23,6 +23,7 @@ from rtpose.stats import summarize
 
 DEFAULT_MODEL = Path(rtpose.__file__).parent / "models" / "default.onnx"
 LIVE_BENCH_FRAMES = 300   # a live source has no end: bench measures this many frames unless told
+ENGINE_ONLY_FRAMES = 200  # frames bench keeps from the pipeline run to time the engine alone on
 
 
 def pipeline_engine_threads() -> int:
@@ -103,12 +104,14 @@ def open_sources(specs: list[str], reconnect: Reconnect = Reconnect()) -> list[S
     return sources
 
 
-def build_pipeline(specs: list[str], engine: Engine, outputs: Outputs, options: RunOptions,
-                   reconnect: Reconnect = Reconnect(), on_frame=None, wrap=None) -> Pipeline:
-    """Sources opened, each with its own sinks; ``wrap`` may wrap each source (bench records frames)."""
-    sources = open_sources(specs, reconnect)
-    if wrap:
-        sources = [wrap(s) for s in sources]
+def open_run_engine(model: str | Path, engine_threads: int | None, engine_options: dict | None) -> Engine:
+    """The engine for ``run`` and ``bench``: the pipeline's thread setting unless told otherwise."""
+    threads = pipeline_engine_threads() if engine_threads is None else engine_threads
+    return open_engine(model, threads, **(engine_options or {}))
+
+
+def build_pipeline(sources: list[Source], engine: Engine, outputs: Outputs, options: RunOptions) -> Pipeline:
+    """Each opened source with its own sinks; the sources are closed if a sink cannot be opened."""
     sinks: list[list[Sink]] = []
     try:
         for i, source in enumerate(sources):
@@ -117,7 +120,7 @@ def build_pipeline(specs: list[str], engine: Engine, outputs: Outputs, options: 
         _close_all(s for group in sinks for s in group)
         _close_all(sources)
         raise
-    return Pipeline(sources, engine, sinks, options, on_frame)
+    return Pipeline(sources, engine, sinks, options)
 
 
 def run(source_specs: list[str] | str, model: str | Path, outputs: Outputs, options: RunOptions = RunOptions(),
@@ -128,10 +131,9 @@ def run(source_specs: list[str] | str, model: str | Path, outputs: Outputs, opti
     ``error`` says why a source ended early (None if none did); any other failure raises.
     """
     specs = expand_sources([source_specs] if isinstance(source_specs, str) else list(source_specs))
-    engine = open_engine(model, pipeline_engine_threads() if engine_threads is None else engine_threads,
-                         **(engine_options or {}))
+    engine = open_run_engine(model, engine_threads, engine_options)
     try:
-        pipeline = build_pipeline(specs, engine, outputs, options, reconnect)
+        pipeline = build_pipeline(open_sources(specs, reconnect), engine, outputs, options)
     except Exception:
         engine.close()
         raise
@@ -162,7 +164,7 @@ def run(source_specs: list[str] | str, model: str | Path, outputs: Outputs, opti
 
 def machine_info(engine: Engine) -> dict:
     return {
-        "cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
         "rtpose": rtpose.__version__, "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__,
         "numpy": np.__version__, "providers": getattr(engine, "providers", None),
         "engine_threads": getattr(engine, "threads", None), "pipeline_threads": len(THREADS),
@@ -170,7 +172,8 @@ def machine_info(engine: Engine) -> dict:
     }
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what platform says."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -219,28 +222,23 @@ def bench(source_specs: list[str] | str, model: str | Path, frames: int | None =
     the sources again and is left out for live sources, which cannot replay.
     """
     specs = expand_sources([source_specs] if isinstance(source_specs, str) else list(source_specs))
-    engine = open_engine(model, pipeline_engine_threads() if engine_threads is None else engine_threads,
-                         **(engine_options or {}))
+    engine = open_run_engine(model, engine_threads, engine_options)
     # With no output asked for, poses still go through a JSON sink, so the sink
     # stage does its usual work (to /dev/null).
     outputs = outputs if (outputs.video or outputs.json_lines) else Outputs(json_lines=Path(os.devnull))
     report = {"sources": specs, "machine": machine_info(engine)}
     try:
-        recorded: list[_Recording] = []
-
-        def record(source: Source) -> Source:
-            recorded.append(_Recording(source, 200))
-            return recorded[-1]
-        pipeline = build_pipeline(specs, engine, outputs, options, reconnect, wrap=record)
-        live = any(s.live for s in pipeline.sources)
+        recorded = [_Recording(s, ENGINE_ONLY_FRAMES) for s in open_sources(specs, reconnect)]
+        live = any(s.live for s in recorded)
         options = replace(options, max_frames=frames or (LIVE_BENCH_FRAMES if live else None))
-        pipeline.options = options
+        pipeline = build_pipeline(recorded, engine, outputs, options)
         started = time.perf_counter()
         done = pipeline.run()
         report["pipeline"] = summarize(done, time.perf_counter() - started, pipeline.source_report())
-        report["engine_only"] = engine_only_fps(engine, [im for r in recorded for im in r.images][:200])
+        images = [im for r in recorded for im in r.images][:ENGINE_ONLY_FRAMES]
+        report["engine_only"] = engine_only_fps(engine, images)
         if not live:
-            sequential = build_pipeline(specs, engine, outputs, options, reconnect)
+            sequential = build_pipeline(open_sources(specs, reconnect), engine, outputs, options)
             started = time.perf_counter()
             done = sequential.run_sequential()
             report["sequential"] = summarize(done, time.perf_counter() - started, sequential.source_report())
