@@ -13,6 +13,7 @@ import torch
 
 import rtpose
 from rtpose.engine.onnxruntime_engine import OnnxRuntimeEngine
+from rtpose.engine.torch_engine import as_outputs
 from rtpose.model_meta import META_KEY, ModelMeta
 from trainer.checkpoint import load_model
 
@@ -72,7 +73,7 @@ def check_parity(checkpoint: str | Path, onnx_path: str | Path, batch: int = 2, 
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, 3, meta.input_height, meta.input_width)).astype(np.float32)
     with torch.no_grad():
-        expected = [t.numpy() for t in model(torch.from_numpy(x))]
+        expected = [t.numpy() for t in as_outputs(model(torch.from_numpy(x)))]
     engine = OnnxRuntimeEngine(onnx_path)
     got = engine.infer(x)
     engine.close()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import rtpose
-from rtpose.engine.torch_engine import META_FILE, TorchEngine
+from rtpose.engine.torch_engine import META_FILE, TorchEngine, as_outputs
 from trainer.checkpoint import load_model
 
 DEFAULT_MAX_BATCH = 256       # as the ONNX export
@@ -44,7 +44,7 @@ def check_torch_parity(checkpoint: str | Path, program: str | Path, batch: int =
     x = np.random.default_rng(seed).standard_normal((batch, 3, meta.input_height, meta.input_width))
     x = x.astype(np.float32)
     with torch.no_grad():
-        expected = [t.numpy() for t in model(torch.from_numpy(x))]
+        expected = [t.numpy() for t in as_outputs(model(torch.from_numpy(x)))]
     engine = TorchEngine.from_file(program, device="cpu")
     got = engine.infer(x)
     engine.close()

@@ -146,25 +146,41 @@ def evaluate(
     batch_size: int = 8,
     flip: Annotated[bool, typer.Option("--flip", help="Flip test: average with the mirrored image's outputs "
                                        "(twice the inference).")] = False,
+    detections: Annotated[Optional[Path], typer.Option(
+        help="Top-down models: person boxes from this detector results file (COCO results: image_id, bbox, "
+             "score).")] = None,
+    gt_boxes: Annotated[bool, typer.Option(
+        "--gt-boxes", help="Top-down models: person boxes from the annotations (the ground truth's).")] = False,
+    person_model: Annotated[Optional[Path], typer.Option(
+        help="Top-down models: person boxes from this bottom-up model's poses (default when no other box "
+             "source is given: the shipped model), as rtpose run gets them.")] = None,
+    head_boxes: Annotated[Optional[Path], typer.Option(
+        help="MPII: the official head boxes for PCKh (Simple Baselines' gt_valid.mat, needs scipy; or a JSON "
+             "list of [x1, y1, x2, y2] per person in list-file order). Without: the head segment's length.")] = None,
 ) -> None:
     """COCO keypoint AP/AR of a model on a dataset, through pycocotools (PCKh@0.5 on an MPII list file)."""
     from trainer.annotations import load_keypoint_set
     from trainer.evaluate import evaluate as run_eval
     engine = _open_any_engine(model)
     kset = load_keypoint_set(annotations, images)
+    boxes = _box_source(engine.meta, detections, gt_boxes, person_model)
     if not kset.is_coco_format and kset.skeleton.name == "mpii":
         # MPII's list files are not COCO: its own metric, as Simple Baselines reports it.
-        from trainer.pckh import evaluate_pckh, format_pckh
-        table = evaluate_pckh(engine, kset, flip=flip)
-        typer.echo("PCKh@0.5 (head size: upper neck to head top)\n" + format_pckh(table))
+        from trainer.pckh import evaluate_pckh, format_pckh, read_head_boxes
+        heads = read_head_boxes(head_boxes, sum(len(r.keypoints) for r in kset.images)) if head_boxes else None
+        table = evaluate_pckh(engine, kset, flip=flip, head_boxes=heads)
+        size = "0.6 x head box diagonal" if head_boxes else "upper neck to head top"
+        typer.echo(f"PCKh@0.5 (head size: {size})\n" + format_pckh(table))
         if json_out:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(json.dumps({"model": str(model), "annotations": str(annotations),
                                             "images": len(kset), "PCKh": table}, indent=2) + "\n")
             typer.echo(f"wrote {json_out}")
         return
+    if head_boxes:
+        raise ValueError("--head-boxes is for MPII list files (PCKh)")
     with Progress(len(kset), "eval", "img") as bar:
-        result = run_eval(engine, kset, batch_size=batch_size, progress=bar.update, flip=flip)
+        result = run_eval(engine, kset, batch_size=batch_size, progress=bar.update, flip=flip, boxes=boxes)
     typer.echo(result.table)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -203,6 +219,27 @@ def calib(
     for line in report.lines():
         typer.echo(line)
     typer.echo(f"wrote {report.output} ({report.output.stat().st_size / 1e6:.1f} MB)")
+
+
+def _box_source(meta, detections: Path | None, gt_boxes: bool, person_model: Path | None):
+    """Where a top-down model's person boxes come from; None for a bottom-up model (which takes none)."""
+    from rtpose.topdown import is_top_down
+    from trainer.evaluate import DetectionBoxes, PoseBoxes, gt_boxes as ground_truth_boxes
+    given = [name for name, on in (("--detections", detections), ("--gt-boxes", gt_boxes),
+                                   ("--person-model", person_model)) if on]
+    if not is_top_down(meta):
+        if given:
+            raise ValueError(f"{', '.join(given)}: person boxes are for top-down models; this one is bottom-up")
+        return None
+    if len(given) > 1:
+        raise ValueError(f"give one source of person boxes, not {' and '.join(given)}")
+    if detections:
+        return DetectionBoxes(detections)
+    if gt_boxes:
+        return ground_truth_boxes
+    from rtpose.engine import open_engine
+    from rtpose.runner import DEFAULT_MODEL
+    return PoseBoxes(open_engine(person_model or DEFAULT_MODEL))
 
 
 def _open_any_engine(model: Path):
@@ -343,7 +380,11 @@ MaxOffsetDistance = Annotated[Optional[float], typer.Option(help="Decoder: map p
 PersonThreshold = Annotated[Optional[float], typer.Option(help="Decoder: lowest person score.")]
 MaxPersons = Annotated[Optional[int], typer.Option(help="Decoder: most people per frame.")]
 ModelOption = Annotated[Path, typer.Option(
-    help="Model file: .onnx (onnxruntime), .engine (TensorRT) or .pt2 (torch); default: the shipped model.")]
+    help="Model file: .onnx (onnxruntime), .engine (TensorRT) or .pt2 (torch); default: the shipped model. "
+         "A top-down model (PoseResNet) runs on the person boxes of --person-model's poses.")]
+PersonModel = Annotated[Optional[Path], typer.Option(
+    help="With a top-down --model: the bottom-up model whose poses give the person boxes (default: the shipped "
+         "model).")]
 Fp16 = Annotated[bool, typer.Option(help="Torch programs (.pt2) on CUDA: run in half precision.")]
 CudaGraphs = Annotated[bool, typer.Option(help="Torch programs (.pt2) on CUDA: replay CUDA graphs.")]
 EngineThreads = Annotated[Optional[int], typer.Option(
@@ -400,6 +441,7 @@ def _print_sources(summary: dict) -> None:
 def run(
     source: SourcesOption,
     model: ModelOption = None,
+    person_model: PersonModel = None,
     output: Annotated[Optional[Path], typer.Option(
         help="Annotated video to write (.mp4, .avi); with several sources, out.0.mp4, out.1.mp4...")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="JSON lines of poses, one line per frame.")] = None,
@@ -433,7 +475,7 @@ def run(
     options = _run_options(decoder, overlay, policy, max_batch, max_frames, in_flight, track, smooth)
     summary = run_pipeline(source, model, Outputs(output, json_out, show), options, engine_threads=engine_threads,
                            reconnect=Reconnect(give_up_after=reconnect_timeout),
-                           engine_options={"fp16": fp16, "cuda_graphs": cuda_graphs})
+                           engine_options={"fp16": fp16, "cuda_graphs": cuda_graphs}, person_model=person_model)
     typer.echo(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} FPS); latency "
                f"median {summary['latency']['median_ms']:.0f} ms, p95 {summary['latency']['p95_ms']:.0f} ms")
     if len(summary["sources"]) > 1 or any(s["dropped"] or s["reconnects"] or s["skipped"] for s in summary["sources"]):
@@ -450,6 +492,7 @@ def run(
 def bench(
     source: SourcesOption,
     model: ModelOption = None,
+    person_model: PersonModel = None,
     frames: Annotated[Optional[int], typer.Option(
         help="Use only the first N frames (live sources: default 300).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the figures as JSON here.")] = None,
@@ -469,7 +512,7 @@ def bench(
     options = _run_options({}, True, policy, max_batch, None, in_flight, track)
     report = run_bench(source, model or DEFAULT_MODEL, frames, Outputs(video=output), options,
                        engine_threads=engine_threads, reconnect=Reconnect(give_up_after=reconnect_timeout),
-                       engine_options={"fp16": fp16, "cuda_graphs": cuda_graphs})
+                       engine_options={"fp16": fp16, "cuda_graphs": cuda_graphs}, person_model=person_model)
     typer.echo(format_bench(report))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

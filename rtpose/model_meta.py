@@ -84,6 +84,10 @@ class ModelMeta:
     offset_scale: float = 8.0
     skeleton: Skeleton = COCO
     architecture: str = "simplepose-small"
+    # "bottom-up": the outputs above, for whole images. "top-down": one person
+    # per input (a crop around a box; see rtpose/topdown.py), one output
+    # ``heatmaps [N, K, H/s, W/s]`` of raw (unsquashed) heatmaps.
+    approach: str = "bottom-up"
     input_name: str = "image"
     input_format: str = "float32_nchw_rgb"   # or "uint8_nhwc_bgr": see INPUT_FORMATS
     output_names: tuple[str, ...] = ("heatmaps", "offsets", "refinements")

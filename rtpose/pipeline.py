@@ -20,6 +20,11 @@ Stopping:
 The same stage functions run in one thread by :meth:`Pipeline.run_sequential`,
 so ``rtpose bench`` can measure what the threads gain.
 
+A top-down model (``topdown``, see :mod:`rtpose.topdown`) adds a stage
+after decoding, in the decode+render thread: the engine's (bottom-up)
+people give the boxes, the top-down model estimates each person's keypoints
+in a crop of the frame, and its people replace the bottom-up ones.
+
 Tracking (``RunOptions.track``) keeps one :class:`rtpose.tracking.PoseTracker`
 per source. It runs in the decode+render thread, which sees each source's
 frames one at a time and in order, as a tracker must.
@@ -45,10 +50,11 @@ from rtpose.preprocess import Letterbox, preprocess
 from rtpose.render import draw_overlay, draw_people, draw_track_ids
 from rtpose.sinks import Sink, StopRequested
 from rtpose.sources import Source
+from rtpose.topdown import TopDown, boxes_from_people
 from rtpose.tracking import PoseTracker, TrackerConfig
 
-# "track" is timed only in runs that track.
-STAGES = ("capture", "preprocess", "inference", "decode", "track", "render", "sink")
+# "top-down" is timed only in runs with a top-down model, "track" only in runs that track.
+STAGES = ("capture", "preprocess", "inference", "decode", "top-down", "track", "render", "sink")
 THREADS = ("capture", "preprocess", "inference", "decode+render", "sink")
 _TICK = 0.1   # seconds a blocked queue operation waits before checking for abort
 
@@ -99,15 +105,18 @@ Batch = list[Frame]
 
 
 class Pipeline:
-    """``sinks[i]`` receive the frames of ``sources[i]``."""
+    """``sinks[i]`` receive the frames of ``sources[i]``; ``topdown``: the engine's people are its person boxes."""
 
     def __init__(self, sources: list[Source], engine: Engine, sinks: list[list[Sink]],
-                 options: RunOptions = RunOptions(), on_frame: Callable[[Frame], None] | None = None) -> None:
+                 options: RunOptions = RunOptions(), on_frame: Callable[[Frame], None] | None = None,
+                 topdown: TopDown | None = None) -> None:
         if len(sinks) != len(sources):
             raise ValueError(f"{len(sources)} sources but sinks for {len(sinks)}")
         self.sources, self.engine, self.sinks, self.options = sources, engine, sinks, options
-        self.on_frame = on_frame
+        self.on_frame, self.topdown = on_frame, topdown
         self.meta = engine.meta
+        # The people written, drawn and tracked are the top-down model's when there is one.
+        self.skeleton = (topdown or engine).meta.skeleton
         self.decoder: DecoderConfig = replace(engine.meta.decoder, **options.decoder)
         self.batch_limit = _batch_limit(len(sources), options.max_batch, getattr(engine, "max_batch", 1))
         self.frames: list[Frame] = []          # finished frames, without their images
@@ -120,12 +129,13 @@ class Pipeline:
         self._captured = 0
         self._slots: threading.Semaphore | None = None   # see RunOptions.in_flight
         # One tracker per source (a tracker sees one source's frames in order); none without tracking.
-        self.trackers = [PoseTracker(self.meta.skeleton, options.track) for _ in sources] if options.track else []
+        self.trackers = [PoseTracker(self.skeleton, options.track) for _ in sources] if options.track else []
 
     def _decode_steps(self) -> list[tuple[str, Callable[[Batch], None]]]:
-        """decode, track (when tracking), render: the decode+render thread's work."""
+        """decode, top-down (with a top-down model), track (when tracking), render: the decode+render thread's work."""
+        top_down = [("top-down", self.estimate_top_down)] if self.topdown else []
         tracking = [("track", self.track)] if self.trackers else []
-        return [("decode", self.decode), *tracking, ("render", self.render)]
+        return [("decode", self.decode), *top_down, *tracking, ("render", self.render)]
 
     # --- stage functions: each fills its part of every frame of a batch
 
@@ -152,6 +162,10 @@ class Pipeline:
             f.people = people.map_xy(f.letterbox.to_original)
             f.outputs = None
 
+    def estimate_top_down(self, batch: Batch) -> None:
+        for f in batch:
+            f.people = self.topdown.estimate(f.image, *boxes_from_people(f.people))
+
     def track(self, batch: Batch) -> None:
         for f in batch:
             tracker = self.trackers[f.source]
@@ -162,7 +176,7 @@ class Pipeline:
         for f in batch:
             # The original pixels are not needed after this stage: draw on them.
             colours = None if f.track_ids is None else f.track_ids.tolist()
-            image = draw_people(f.image, f.people, self.meta.skeleton, self.options.draw_min_score, colours)
+            image = draw_people(f.image, f.people, self.skeleton, self.options.draw_min_score, colours)
             if f.track_ids is not None:
                 draw_track_ids(image, f.people, f.track_ids, self.options.draw_min_score)
             now = time.perf_counter()

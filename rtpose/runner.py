@@ -15,11 +15,13 @@ import onnxruntime
 import rtpose
 from rtpose.engine import Engine, open_engine
 from rtpose.pipeline import THREADS, Pipeline, RunOptions
-from rtpose.preprocess import preprocess
+from rtpose.estimate import estimate
+from rtpose.preprocess import network_input, preprocess
 from rtpose.progress import Progress
 from rtpose.sinks import JsonLinesSink, Sink, VideoSink, WindowSink
 from rtpose.sources import Reconnect, Source, SourceError, open_source
 from rtpose.stats import summarize
+from rtpose.topdown import TopDown, boxes_from_people, is_top_down
 
 DEFAULT_MODEL = Path(rtpose.__file__).parent / "models" / "default.onnx"
 LIVE_BENCH_FRAMES = 300   # a live source has no end: bench measures this many frames unless told
@@ -69,6 +71,8 @@ def open_sinks(outputs: Outputs, fps: float, title: str = "rtpose") -> list[Sink
 
 def _close_all(things) -> None:
     for thing in things:
+        if thing is None:
+            continue
         try:
             thing.close()
         except Exception:  # noqa: BLE001 - closing the others matters more
@@ -110,7 +114,33 @@ def open_run_engine(model: str | Path, engine_threads: int | None, engine_option
     return open_engine(model, threads, **(engine_options or {}))
 
 
-def build_pipeline(sources: list[Source], engine: Engine, outputs: Outputs, options: RunOptions) -> Pipeline:
+def open_run_engines(model: str | Path, engine_threads: int | None, engine_options: dict | None,
+                     person_model: str | Path | None = None) -> tuple[Engine, TopDown | None]:
+    """The engine the pipeline runs on whole frames and, if ``model`` is top-down, the :class:`TopDown` over it.
+
+    A top-down model's person boxes come from the poses of ``person_model``
+    (a bottom-up model; default: the shipped one), which is then the frame engine.
+    """
+    engine = open_run_engine(model, engine_threads, engine_options)
+    if not is_top_down(engine.meta):
+        if person_model is not None:
+            engine.close()
+            raise ValueError(f"--person-model is for top-down models; {model} is {engine.meta.approach}")
+        return engine, None
+    topdown = TopDown(engine)
+    try:
+        person = open_run_engine(person_model or DEFAULT_MODEL, engine_threads, engine_options)
+    except Exception:
+        topdown.close()
+        raise
+    if is_top_down(person.meta):
+        _close_all([person, topdown])
+        raise ValueError(f"the person model must be bottom-up: {person_model} is top-down too")
+    return person, topdown
+
+
+def build_pipeline(sources: list[Source], engine: Engine, outputs: Outputs, options: RunOptions,
+                   topdown: TopDown | None = None) -> Pipeline:
     """Each opened source with its own sinks; the sources are closed if a sink cannot be opened."""
     sinks: list[list[Sink]] = []
     try:
@@ -120,22 +150,23 @@ def build_pipeline(sources: list[Source], engine: Engine, outputs: Outputs, opti
         _close_all(s for group in sinks for s in group)
         _close_all(sources)
         raise
-    return Pipeline(sources, engine, sinks, options)
+    return Pipeline(sources, engine, sinks, options, topdown=topdown)
 
 
 def run(source_specs: list[str] | str, model: str | Path, outputs: Outputs, options: RunOptions = RunOptions(),
         progress: bool = True, engine_threads: int | None = None, reconnect: Reconnect = Reconnect(),
-        engine_options: dict | None = None) -> dict:
+        engine_options: dict | None = None, person_model: str | Path | None = None) -> dict:
     """Run the pipeline over one or more sources: :func:`rtpose.stats.summarize`'s figures plus ``error``.
 
     ``error`` says why a source ended early (None if none did); any other failure raises.
+    ``person_model``: for a top-down ``model``, the bottom-up model whose poses give the boxes.
     """
     specs = expand_sources([source_specs] if isinstance(source_specs, str) else list(source_specs))
-    engine = open_run_engine(model, engine_threads, engine_options)
+    engine, topdown = open_run_engines(model, engine_threads, engine_options, person_model)
     try:
-        pipeline = build_pipeline(open_sources(specs, reconnect), engine, outputs, options)
+        pipeline = build_pipeline(open_sources(specs, reconnect), engine, outputs, options, topdown)
     except Exception:
-        engine.close()
+        _close_all([engine, topdown])
         raise
     counts = [s.frame_count for s in pipeline.sources]
     total = sum(counts) if all(counts) else None
@@ -154,7 +185,7 @@ def run(source_specs: list[str] | str, model: str | Path, outputs: Outputs, opti
     finally:
         if bar:
             bar.close()
-        engine.close()
+        _close_all([engine, topdown])
     summary = summarize(frames, time.perf_counter() - started, pipeline.source_report())
     return {**summary, "error": error}
 
@@ -162,13 +193,17 @@ def run(source_specs: list[str] | str, model: str | Path, outputs: Outputs, opti
 # --- bench
 
 
-def machine_info(engine: Engine) -> dict:
+def machine_info(engine: Engine, topdown: TopDown | None = None) -> dict:
+    model = f"{engine.meta.architecture} at {engine.meta.input_width}x{engine.meta.input_height}"
+    if topdown:
+        td = topdown.meta
+        model = f"{td.architecture} at {td.input_width}x{td.input_height} per person, boxes from {model}"
     return {
         "cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
         "rtpose": rtpose.__version__, "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__,
         "numpy": np.__version__, "providers": getattr(engine, "providers", None),
         "engine_threads": getattr(engine, "threads", None), "pipeline_threads": len(THREADS),
-        "input": f"{engine.meta.input_width}x{engine.meta.input_height}", "model": engine.meta.architecture,
+        "model": model,
     }
 
 
@@ -199,21 +234,36 @@ class _Recording:
         return read
 
 
-def engine_only_fps(engine: Engine, images: list[np.ndarray]) -> dict:
-    """Inference alone on the same input: frames preprocessed first, then only ``infer`` is timed."""
+def engine_only_fps(engine: Engine, images: list[np.ndarray], topdown: TopDown | None = None) -> dict:
+    """Inference alone on the same input: frames preprocessed first, then only ``infer`` is timed.
+
+    With a top-down model, each frame's person crops are cut first too, and
+    its inference on them is timed with the frame's.
+    """
     tensors = [preprocess(image, engine.meta)[0] for image in images]
+    crops = [_person_crops(engine, topdown, image) for image in images] if topdown else [[] for _ in images]
     engine.infer(tensors[0])                 # warm-up
     started = time.perf_counter()
-    for t in tensors:
+    for t, person_batches in zip(tensors, crops):
         engine.infer(t)
+        for batch in person_batches:
+            topdown.engine.infer(batch)
     seconds = time.perf_counter() - started
     return {"frames": len(tensors), "seconds": round(seconds, 3), "fps": round(len(tensors) / seconds, 2)}
+
+
+def _person_crops(engine: Engine, topdown: TopDown, image: np.ndarray) -> list[np.ndarray]:
+    """The top-down model's input batches for one frame, as the pipeline would make them."""
+    people = estimate(engine, [image])[0]
+    canvases = topdown.crops(image, boxes_from_people(people)[0]).images
+    return [network_input(canvases[i:i + topdown.batch], topdown.meta)
+            for i in range(0, len(canvases), topdown.batch)]
 
 
 def bench(source_specs: list[str] | str, model: str | Path, frames: int | None = None,
           outputs: Outputs = Outputs(), options: RunOptions = RunOptions(overlay=True),
           engine_threads: int | None = None, reconnect: Reconnect = Reconnect(),
-          engine_options: dict | None = None) -> dict:
+          engine_options: dict | None = None, person_model: str | Path | None = None) -> dict:
     """Pipeline, engine-only and sequential figures, measured one after the other in this process.
 
     All three use the same engine, with the pipeline's thread setting, and the
@@ -222,32 +272,32 @@ def bench(source_specs: list[str] | str, model: str | Path, frames: int | None =
     the sources again and is left out for live sources, which cannot replay.
     """
     specs = expand_sources([source_specs] if isinstance(source_specs, str) else list(source_specs))
-    engine = open_run_engine(model, engine_threads, engine_options)
+    engine, topdown = open_run_engines(model, engine_threads, engine_options, person_model)
     # With no output asked for, poses still go through a JSON sink, so the sink
     # stage does its usual work (to /dev/null).
     outputs = outputs if (outputs.video or outputs.json_lines) else Outputs(json_lines=Path(os.devnull))
-    report = {"sources": specs, "machine": machine_info(engine)}
+    report = {"sources": specs, "machine": machine_info(engine, topdown)}
     try:
         recorded = [_Recording(s, ENGINE_ONLY_FRAMES) for s in open_sources(specs, reconnect)]
         live = any(s.live for s in recorded)
         options = replace(options, max_frames=frames or (LIVE_BENCH_FRAMES if live else None))
-        pipeline = build_pipeline(recorded, engine, outputs, options)
+        pipeline = build_pipeline(recorded, engine, outputs, options, topdown)
         started = time.perf_counter()
         done = pipeline.run()
         report["pipeline"] = summarize(done, time.perf_counter() - started, pipeline.source_report())
         images = [im for r in recorded for im in r.images][:ENGINE_ONLY_FRAMES]
-        report["engine_only"] = engine_only_fps(engine, images)
+        report["engine_only"] = engine_only_fps(engine, images, topdown)
         if not live:
-            sequential = build_pipeline(open_sources(specs, reconnect), engine, outputs, options)
+            sequential = build_pipeline(open_sources(specs, reconnect), engine, outputs, options, topdown)
             started = time.perf_counter()
             done = sequential.run_sequential()
             report["sequential"] = summarize(done, time.perf_counter() - started, sequential.source_report())
             report["pipeline_vs_sequential"] = round(report["pipeline"]["fps"] / report["sequential"]["fps"], 3)
     finally:
-        engine.close()
+        _close_all([engine, topdown])
     report["pipeline_vs_engine_only"] = round(report["pipeline"]["fps"] / report["engine_only"]["fps"], 3)
     stages = report["pipeline"]["stages"]
-    work = stages["inference"]["median_ms"] + stages["decode"]["median_ms"]
+    work = sum(stages[s]["median_ms"] for s in ("inference", "decode", "top-down") if s in stages)
     report["latency_p95_vs_inference_plus_decode"] = round(report["pipeline"]["latency"]["p95_ms"] / work, 2)
     return report
 
@@ -258,7 +308,7 @@ def format_bench(report: dict) -> str:
     lines = [f"machine: {m['cpu']}, {m['cores']} cores; python {m['python']}, onnxruntime {m['onnxruntime']} "
              f"({', '.join(m['providers'] or [])}), opencv {m['opencv']}, numpy {m['numpy']}",
              f"threads: {m['pipeline_threads']} pipeline stages; onnxruntime intra-op {m['engine_threads']}",
-             f"model: {m['model']} at {m['input']}; sources: {', '.join(report['sources'])}",
+             f"model: {m['model']}; sources: {', '.join(report['sources'])}",
              "",
              f"{'':22s}{'frames':>8s}{'FPS':>9s}",
              f"{'pipeline (threads)':22s}{pipe['frames']:8d}{pipe['fps']:9.1f}"]
@@ -280,7 +330,8 @@ def format_bench(report: dict) -> str:
             lat = figures["latency"]
             lines.append(f"{'latency ' + mode:22s}{lat['median_ms']:9.2f}{lat['p95_ms']:9.2f}  (capture to output; "
                          f"max {lat['max_ms']:.1f})")
-    lines.append(f"latency p95 / (inference + decode medians) = {report['latency_p95_vs_inference_plus_decode']:.2f}")
+    work = "inference + decode" + (" + top-down" if "top-down" in pipe["stages"] else "")
+    lines.append(f"latency p95 / ({work} medians) = {report['latency_p95_vs_inference_plus_decode']:.2f}")
     depths = ", ".join(f"{q} {d['mean']:.1f}/{d['max']}" for q, d in pipe["queue_depths"].items())
     lines.append(f"queue depths (mean/max): {depths}; batch mean {pipe['batch']['mean']:.1f}")
     for s in pipe["sources"]:

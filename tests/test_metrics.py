@@ -71,30 +71,32 @@ def test_perturbed_predictions_score_what_the_plain_formula_gives(mpii, seed):
     assert 0 < got["mean"] < 100
 
 
+class AnnotationEngine:
+    """An engine whose outputs are the encoded annotations of ``kset``'s images, one image per call, in order."""
+
+    max_batch = 1
+
+    def __init__(self, kset):
+        self.meta = ModelMeta(input_width=256, input_height=256, skeleton=kset.skeleton)
+        self.records = iter(kset.images)
+
+    def infer(self, batch):
+        record = next(self.records)
+        h, w = cv2.imread(str(record.path)).shape[:2]
+        box = letterbox_transform(w, h, self.meta.input_width, self.meta.input_height)
+        kps = record.keypoints.copy()
+        kps[..., :2] = box.to_input(kps[..., :2])
+        t = encode(kps, record.areas * box.scale ** 2, self.meta)
+        return t.heatmaps[None], t.offsets[None], t.refinements[None]
+
+    def close(self):
+        pass
+
+
 def test_pckh_through_the_runtime_with_perfect_maps_is_100(mpii):
     """An engine that outputs the encoded annotations: estimate, decode and match give PCKh 100."""
     kset, _, _ = mpii
-    meta = ModelMeta(input_width=256, input_height=256, skeleton=kset.skeleton)
-
-    class AnnotationEngine:
-        max_batch = 1
-
-        def __init__(self):
-            self.meta, self.records = meta, iter(kset.images)
-
-        def infer(self, batch):
-            record = next(self.records)
-            h, w = cv2.imread(str(record.path)).shape[:2]
-            box = letterbox_transform(w, h, meta.input_width, meta.input_height)
-            kps = record.keypoints.copy()
-            kps[..., :2] = box.to_input(kps[..., :2])
-            t = encode(kps, record.areas * box.scale ** 2, meta)
-            return t.heatmaps[None], t.offsets[None], t.refinements[None]
-
-        def close(self):
-            pass
-
-    table = evaluate_pckh(AnnotationEngine(), kset)
+    table = evaluate_pckh(AnnotationEngine(kset), kset)
     assert table["mean"] == pytest.approx(100.0)
 
 
@@ -122,6 +124,19 @@ def test_coco_ap_equals_a_direct_cocoeval_call(shared_data, tmp_path):
     assert 0.2 < stats["AP"] < 0.95
 
 
+def train_tiny_model(annotations, images, out):
+    """A tiny bottom-up model trained one epoch on a sample set; its checkpoint."""
+    from trainer.config import load_config
+    from trainer.train import train
+
+    config = out / "exp.yaml"
+    config.write_text(
+        f"train_annotations: {annotations}\ntrain_images: {images}\noutput_dir: {out / 'run'}\n"
+        "input_width: 128\ninput_height: 96\nwidths: [8, 8, 16, 16, 16]\nneck_width: 16\nhead_width: 16\n"
+        "epochs: 1\nbatch_size: 2\nworkers: 0\n")
+    return train(load_config(config), log=lambda *_: None)
+
+
 def test_eval_cli_prints_pckh_on_an_mpii_list_file(shared_data, tmp_path):
     """A model trained one epoch on the MPII samples, evaluated as a user runs it."""
     import json
@@ -129,15 +144,8 @@ def test_eval_cli_prints_pckh_on_an_mpii_list_file(shared_data, tmp_path):
     from typer.testing import CliRunner
 
     from rtpose.cli import app
-    from trainer.config import load_config
-    from trainer.train import train
 
-    config = tmp_path / "exp.yaml"
-    config.write_text(
-        f"train_annotations: {shared_data / 'mpii/test_mpii.json'}\ntrain_images: {shared_data / 'mpii'}\n"
-        f"output_dir: {tmp_path / 'run'}\ninput_width: 128\ninput_height: 96\nwidths: [8, 8, 16, 16, 16]\n"
-        "neck_width: 16\nhead_width: 16\nepochs: 1\nbatch_size: 2\nworkers: 0\n")
-    last = train(load_config(config), log=lambda *_: None)
+    last = train_tiny_model(shared_data / "mpii/test_mpii.json", shared_data / "mpii", tmp_path)
     out = tmp_path / "pckh.json"
     result = CliRunner().invoke(app, ["eval", str(last), "--annotations", str(shared_data / "mpii/test_mpii.json"),
                                       "--images", str(shared_data / "mpii"), "--json", str(out)])
@@ -145,3 +153,12 @@ def test_eval_cli_prints_pckh_on_an_mpii_list_file(shared_data, tmp_path):
     assert "Shoulder" in result.output and "Mean" in result.output
     table = json.loads(out.read_text())["PCKh"]
     assert set(table) == {"head", "shoulder", "elbow", "wrist", "hip", "knee", "ankle", "mean"}
+    # MPII's own head boxes, as a JSON list in list-file order: the table says which head size it used.
+    people = json.loads((shared_data / "mpii/test_mpii.json").read_text())
+    heads = tmp_path / "heads.json"
+    heads.write_text(json.dumps([[p["joints"][9][0] - 20, p["joints"][9][1] - 20, p["joints"][9][0] + 20,
+                                  p["joints"][9][1] + 20] for p in people]))
+    result = CliRunner().invoke(app, ["eval", str(last), "--annotations", str(shared_data / "mpii/test_mpii.json"),
+                                      "--images", str(shared_data / "mpii"), "--head-boxes", str(heads)])
+    assert result.exit_code == 0, result.output
+    assert "0.6 x head box diagonal" in result.output

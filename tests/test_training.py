@@ -54,6 +54,20 @@ def test_resume_continues_from_the_saved_epoch(tiny_run):
     assert read_checkpoint(root / "run/last.pt")["epoch"] == 2
 
 
+def test_tensorboard_reads_what_metrics_jsonl_says(tiny_run):
+    """Every epoch's loss, learning rate and validation AP, the resumed run's too, in TensorBoard's own reader."""
+    root, _ = tiny_run
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
+                                      reason="the tensorboard package is not installed (the dev extra has it)")
+    board = accumulator.EventAccumulator(str(root / "run/tensorboard"))
+    board.Reload()
+    metrics = [json.loads(line) for line in (root / "run/metrics.jsonl").read_text().splitlines()]
+    for tag, key in (("train/loss", "loss"), ("train/lr", "lr"), ("val/AP", "val_AP")):
+        events = board.Scalars(tag)
+        assert [e.step for e in events] == [m["epoch"] for m in metrics]
+        assert [e.value for e in events] == pytest.approx([m[key] for m in metrics], rel=1e-6)
+
+
 def test_export_writes_self_describing_onnx_matching_torch(tiny_run):
     root, _ = tiny_run
     out = root / "model.onnx"
@@ -112,3 +126,25 @@ def test_user_weights_load_into_the_model(tiny_run, tmp_path):
     other = SimplePoseNet(meta.skeleton)                 # default widths: another architecture
     with pytest.raises(ValueError, match="does not fit this model"):
         load_weights(other, tmp_path / "weights.pt")
+
+
+def test_ema_weights_are_what_the_checkpoint_gives_and_resume_keeps_both(tiny_run, tmp_path):
+    """ema_decay: checkpoints hold the averaged weights as "model" (what eval and export load) and the raw
+    ones to resume from; the average trails the raw weights and resuming carries on from both."""
+    root, config = tiny_run
+    ema_config = tmp_path / "ema.yaml"
+    ema_config.write_text(config.read_text().replace(str(root / "run"), str(tmp_path / "run")) + "ema_decay: 0.9\n")
+    assert runner.invoke(app, ["train", str(ema_config), "--epochs", "1"]).exit_code == 0
+    first = read_checkpoint(tmp_path / "run/last.pt")
+    name = "keypoint_head.1.bias"
+    averaged, raw = first["model"][name], first["training_model"][name]
+    assert not torch.equal(averaged, raw)
+    # Started from the initial weights, the average stays nearer them than training went.
+    initial = torch.full_like(raw[:17], -4.0)
+    assert (averaged[:17] - initial).abs().mean() < (raw[:17] - initial).abs().mean()
+    result = runner.invoke(app, ["train", str(ema_config), "--resume", str(tmp_path / "run/last.pt")])
+    assert result.exit_code == 0, result.output
+    second = read_checkpoint(tmp_path / "run/last.pt")
+    assert second["epoch"] == 2 and not torch.equal(second["model"][name], averaged)
+    exported = runner.invoke(app, ["export", str(tmp_path / "run/last.pt"), "--output", str(tmp_path / "m.onnx")])
+    assert exported.exit_code == 0, exported.output

@@ -32,6 +32,8 @@ class ImageRecord:
     ignore_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     # [M, 4] x, y, w, h of crowds and of people without keypoints: the heatmap
     # loss is masked there, since they are people the targets do not mark.
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    # [N, 4] x, y, w, h of each person (top-down crops); MPII's: from center and scale.
 
 
 @dataclass
@@ -117,7 +119,7 @@ def _from_coco(data: dict, path: Path, root: Path) -> KeypointSet:
     images = []
     try:
         for img in data["images"]:
-            kps, areas, ignore = [], [], []
+            kps, areas, ignore, boxes = [], [], [], []
             for ann in by_image.get(img["id"], []):
                 box = ann.get("bbox", [0, 0, 0, 0])
                 if ann.get("iscrowd", 0) or ann.get("num_keypoints", 1) == 0 or not ann.get("keypoints"):
@@ -125,13 +127,15 @@ def _from_coco(data: dict, path: Path, root: Path) -> KeypointSet:
                     continue
                 kp = np.asarray(ann["keypoints"], dtype=np.float32).reshape(k, 3)
                 kps.append(kp)
+                boxes.append(box)
                 areas.append(float(ann.get("area") or box[2] * box[3]))
             images.append(ImageRecord(
                 image_id=int(img["id"]), path=root / img["file_name"],
                 width=int(img.get("width", 0)), height=int(img.get("height", 0)),
                 keypoints=np.asarray(kps, dtype=np.float32).reshape(-1, k, 3),
                 areas=np.asarray(areas, dtype=np.float32),
-                ignore_boxes=np.asarray(ignore, dtype=np.float32).reshape(-1, 4)))
+                ignore_boxes=np.asarray(ignore, dtype=np.float32).reshape(-1, 4),
+                boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4)))
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError(f"{path}: malformed COCO entry ({type(exc).__name__}: {exc})") from None
     return KeypointSet(skeleton, images, path, is_coco_format=True)
@@ -145,7 +149,7 @@ def _from_mpii(data: list, path: Path, root: Path) -> KeypointSet:
             by_file.setdefault(entry["image"], []).append(entry)
         images = []
         for i, (name, entries) in enumerate(by_file.items()):
-            kps, areas = [], []
+            kps, areas, boxes = [], [], []
             for e in entries:
                 # MPII's coordinates are Matlab's, 1-based; pixels here are 0-based
                 # (as Simple Baselines' lib/dataset/mpii.py converts them).
@@ -156,9 +160,15 @@ def _from_mpii(data: list, path: Path, root: Path) -> KeypointSet:
                 # box of that height and half its width, as COCO areas roughly are.
                 height = 200.0 * float(e["scale"])
                 areas.append(0.5 * height * height * 0.5)
+                # Simple Baselines' MPII crop: a square of side 200 * scale about the
+                # centre moved down by 15 * scale (the centre sits high, at the chest).
+                cx, cy = np.asarray(e["center"], dtype=np.float32) - 1.0
+                cy += 15.0 * float(e["scale"])
+                boxes.append([cx - height / 2, cy - height / 2, height, height])
             images.append(ImageRecord(image_id=i + 1, path=root / name, width=0, height=0,
                                       keypoints=np.asarray(kps, dtype=np.float32),
-                                      areas=np.asarray(areas, dtype=np.float32)))
+                                      areas=np.asarray(areas, dtype=np.float32),
+                                      boxes=np.asarray(boxes, dtype=np.float32)))
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError(f"{path}: malformed MPII entry ({type(exc).__name__}: {exc})") from None
     return KeypointSet(MPII, images, path, is_coco_format=False)

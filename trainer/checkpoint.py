@@ -9,7 +9,6 @@ import torch
 from rtpose.engine.torch_engine import TorchEngine
 from rtpose.model_meta import ModelMeta
 from trainer.config import TrainConfig, config_from_dict
-from trainer.model import SimplePoseNet
 
 
 class CheckpointError(ValueError):
@@ -17,10 +16,14 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, config: TrainConfig,
-                    meta: ModelMeta, metrics: dict, scaler=None) -> None:
+                    meta: ModelMeta, metrics: dict, scaler=None, ema=None) -> None:
+    """``model`` holds the weights to use: the EMA's when there is one (the raw ones then go to
+    ``training_model``, for resuming)."""
     tmp = path.with_suffix(".tmp")
+    extra = {"training_model": model.state_dict()} if ema is not None else {}
     torch.save({
-        "model": model.state_dict(),
+        "model": (ema.module if ema is not None else model).state_dict(),
+        **extra,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "epoch": epoch,                 # epochs completed
@@ -45,12 +48,12 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def load_model(path: str | Path) -> tuple[SimplePoseNet, ModelMeta, TrainConfig]:
+def load_model(path: str | Path) -> tuple[torch.nn.Module, ModelMeta, TrainConfig]:
     """The model of a checkpoint, in eval mode, with its metadata and training config."""
     ckpt = read_checkpoint(path)
     config = config_from_dict(ckpt["config"], f"{path} (config)")
     meta = ModelMeta.from_json(ckpt["meta"])
-    model = SimplePoseNet(meta.skeleton, config.model_config())
+    model = config.build_model(meta.skeleton)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
@@ -68,7 +71,7 @@ class CheckpointEngine(TorchEngine):
     is one). ``options`` are TorchEngine's.
     """
 
-    def __init__(self, model: SimplePoseNet, meta: ModelMeta, **options) -> None:
+    def __init__(self, model: torch.nn.Module, meta: ModelMeta, **options) -> None:
         options = {"device": str(next(model.parameters()).device), "channels_last": False, **options}
         super().__init__(model.eval(), meta, **options)
         self.model = model

@@ -9,12 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import torch
 import yaml
 
 from rtpose.model_meta import ModelMeta
 from rtpose.skeleton import Skeleton
+from rtpose.topdown import TOP_DOWN
 from trainer.data import Augmentation
-from trainer.model import ModelConfig
+from trainer.model import ModelConfig, SimplePoseNet
+from trainer.pose_resnet import RESNET_SPEC, PoseResNet
+
+ARCHITECTURES = ("simplepose", "pose_resnet")
 
 
 class ConfigError(ValueError):
@@ -29,6 +34,7 @@ class TrainConfig:
     val_images: str | None = None
     output_dir: str = "runs/experiment"
     # model
+    architecture: str = "simplepose"          # "simplepose" (bottom-up) or "pose_resnet" (top-down Simple Baselines)
     input_width: int = 320
     input_height: int = 256
     widths: tuple[int, ...] = ModelConfig.widths
@@ -36,6 +42,9 @@ class TrainConfig:
     neck_width: int = ModelConfig.neck_width
     head_width: int = ModelConfig.head_width
     init_weights: str | None = None           # a state dict to start from
+    resnet_depth: int = 50                    # pose_resnet: 18, 34, 50, 101 or 152
+    deconv_filters: int = 256                 # pose_resnet: channels of the three deconvolutions
+    backbone_weights: str | None = None       # pose_resnet: a torchvision-style ImageNet ResNet state dict
     # optimisation
     epochs: int = 10
     batch_size: int = 16
@@ -46,6 +55,7 @@ class TrainConfig:
     flip_prob: float = 0.5
     amp: bool = False                         # mixed precision: float16 + loss scaling on CUDA, bfloat16 on CPU
     grad_clip: float = 0.0                    # max global gradient norm; 0 = no clipping
+    ema_decay: float = 0.0                    # exponential moving average of the weights, e.g. 0.999; 0 = off
     # augmentation beyond flips; these defaults leave it off
     scale_range: tuple[float, float] = (1.0, 1.0)   # person size factor, log-uniform in [min, max]
     rotation_deg: float = 0.0                       # uniform in [-r, r] degrees
@@ -59,6 +69,15 @@ class TrainConfig:
     val_every: int = 1                        # epochs between validations
     max_train_images: int | None = None       # use only the first N training images
 
+    @property
+    def top_down(self) -> bool:
+        return self.architecture == "pose_resnet"
+
+    def build_model(self, skeleton: Skeleton) -> torch.nn.Module:
+        if self.top_down:
+            return PoseResNet(self.resnet_depth, skeleton.num_keypoints, self.deconv_filters)
+        return SimplePoseNet(skeleton, self.model_config())
+
     def model_config(self) -> ModelConfig:
         return ModelConfig(widths=tuple(self.widths), blocks=tuple(self.blocks),
                            neck_width=self.neck_width, head_width=self.head_width)
@@ -68,6 +87,10 @@ class TrainConfig:
                             translation=self.translation, colour=self.colour_jitter)
 
     def model_meta(self, skeleton: Skeleton) -> ModelMeta:
+        if self.top_down:
+            return ModelMeta(input_width=self.input_width, input_height=self.input_height, skeleton=skeleton,
+                             architecture=f"pose-resnet-{self.resnet_depth}", approach=TOP_DOWN,
+                             output_names=("heatmaps",))
         return ModelMeta(input_width=self.input_width, input_height=self.input_height, skeleton=skeleton)
 
     def to_dict(self) -> dict:
@@ -90,8 +113,19 @@ def config_from_dict(d: dict, source: str = "config") -> TrainConfig:
         value = getattr(config, f.name)
         if f.type in ("int", "float") and not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: '{f.name}' must be a number, got {value!r}")
+    if config.architecture not in ARCHITECTURES:
+        raise ConfigError(f"{source}: 'architecture' must be one of {', '.join(ARCHITECTURES)}, "
+                          f"got {config.architecture!r}")
+    if config.top_down and config.resnet_depth not in RESNET_SPEC:
+        raise ConfigError(f"{source}: 'resnet_depth' must be one of {', '.join(map(str, RESNET_SPEC))}, "
+                          f"got {config.resnet_depth!r}")
+    if config.backbone_weights and not config.top_down:
+        raise ConfigError(f"{source}: 'backbone_weights' is for architecture pose_resnet (ImageNet ResNets); "
+                          "use 'init_weights' for a whole simplepose state dict")
     if not isinstance(config.amp, bool):
         raise ConfigError(f"{source}: 'amp' must be true or false, got {config.amp!r}")
+    if not 0 <= config.ema_decay < 1:
+        raise ConfigError(f"{source}: 'ema_decay' must be in [0, 1) (0 = off), got {config.ema_decay!r}")
     if config.grad_clip < 0:
         raise ConfigError(f"{source}: 'grad_clip' must be >= 0 (0 = off), got {config.grad_clip!r}")
     if config.input_width % 32 or config.input_height % 32:

@@ -1,15 +1,21 @@
 """COCO keypoint AP/AR through pycocotools, for any engine on any COCO-format set.
 
-The people come from :func:`rtpose.estimate.estimate`, i.e. the very
-preprocessing and decoder the runtime uses.
+The people come from :func:`rtpose.estimate.estimate` for bottom-up models
+and from :class:`rtpose.topdown.TopDown` for top-down ones, i.e. the very
+preprocessing and decoding the runtime uses. A top-down model needs person
+boxes: a :data:`BoxSource` gives them per image, from the ground truth
+(:func:`gt_boxes`), a detector's results file (:class:`DetectionBoxes`) or a
+bottom-up model's poses (:class:`PoseBoxes`, what ``rtpose run`` does).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,8 +26,13 @@ from rtpose.decoder import People
 from rtpose.engine import Engine
 from rtpose.estimate import estimate
 from rtpose.model_meta import DecoderConfig
-from rtpose.skeleton import Skeleton
-from trainer.annotations import DatasetError, KeypointSet
+from rtpose.skeleton import CROWDPOSE, Skeleton
+from rtpose.topdown import TopDown, boxes_from_people, is_top_down
+from trainer.annotations import DatasetError, ImageRecord, KeypointSet
+from trainer.crowdpose import crowdpose_keypoint_eval
+
+# Per image: x, y, w, h person boxes [N, 4] and their scores [N].
+BoxSource = Callable[[ImageRecord, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 # (name, IoU threshold or None for 0.50:0.95, area range) in pycocotools' order.
 _STATS = (
@@ -91,25 +102,97 @@ def load_coco_gt(kset: KeypointSet) -> COCO:
 
 
 def evaluate(engine: Engine, kset: KeypointSet, config: DecoderConfig | None = None, batch_size: int = 8,
-             max_dets: int = 20, progress: Callable[[int], None] | None = None, flip: bool = False) -> EvalResult:
+             max_dets: int = 20, progress: Callable[[int], None] | None = None, flip: bool = False,
+             boxes: BoxSource | None = None) -> EvalResult:
     """Estimate poses on every image of ``kset`` with ``engine`` and score them against its annotations.
 
-    ``flip``: the flip test, outputs averaged with the mirrored image's (see :func:`rtpose.estimate.estimate`).
+    ``flip``: the flip test, outputs averaged with the mirrored image's (see
+    :func:`rtpose.estimate.estimate` and :func:`rtpose.topdown.mirror_heatmaps`).
+    ``boxes``: where a top-down model's person boxes come from (required for one).
     """
+    gt = load_coco_gt(kset)
+    results: list[dict] = []
+    for records, people in estimate_set(engine, kset, config, batch_size, flip, boxes):
+        for record, found in zip(records, people):
+            results.extend(people_to_coco(record.image_id, found))
+        if progress:
+            progress(len(records))
+    if kset.skeleton.name == CROWDPOSE.name:
+        # CrowdPose's own figures: AP by crowd level, its OKS areas (its files have none).
+        stats, table = crowdpose_keypoint_eval(gt, results, kset.skeleton, max_dets)
+    else:
+        stats, table = coco_keypoint_eval(gt, results, kset.skeleton, max_dets)
+    return EvalResult(stats, results, table)
+
+
+def estimate_set(engine: Engine, kset: KeypointSet, config: DecoderConfig | None = None, batch_size: int = 8,
+                 flip: bool = False, boxes: BoxSource | None = None):
+    """People on every image of ``kset``, yielded in batches: (records, [People per record])."""
     if engine.meta.skeleton.keypoints != kset.skeleton.keypoints:
         raise DatasetError(f"model keypoints ({engine.meta.skeleton.name}) differ from the dataset's "
                            f"({kset.skeleton.name})")
-    gt = load_coco_gt(kset)
-    results: list[dict] = []
+    top_down = TopDown(engine, flip=flip) if is_top_down(engine.meta) else None
+    if top_down and boxes is None:
+        raise ValueError(f"{engine.meta.architecture} is a top-down model: it needs person boxes "
+                         "(a detections file, the ground truth's boxes or a bottom-up person model)")
     for start in range(0, len(kset.images), batch_size):
         records = kset.images[start:start + batch_size]
         images = [_read_image(r.path) for r in records]
-        for record, people in zip(records, estimate(engine, images, config, flip=flip)):
-            results.extend(people_to_coco(record.image_id, people))
-        if progress:
-            progress(len(records))
-    stats, table = coco_keypoint_eval(gt, results, kset.skeleton, max_dets)
-    return EvalResult(stats, results, table)
+        if top_down:
+            yield records, [top_down.estimate(image, *boxes(record, image)) for record, image in zip(records, images)]
+        else:
+            yield records, estimate(engine, images, config, flip=flip)
+
+
+def gt_boxes(record: ImageRecord, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The annotated people's boxes, score 1 (Simple Baselines' ``use_gt_bbox``)."""
+    return record.boxes, np.ones(len(record.boxes), np.float32)
+
+
+class DetectionBoxes:
+    """Person boxes from a detector's results file (COCO results format: image_id, category_id, bbox, score).
+
+    Boxes scoring below ``min_score`` are left out; ``category_id`` must be
+    ``category`` (1, COCO's person) where an entry has one.
+    """
+
+    def __init__(self, path: str | Path, min_score: float = 0.0, category: int = 1) -> None:
+        path = Path(path)
+        try:
+            entries = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DatasetError(f"detections file not found: {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"{path} is not a JSON detections file ({type(exc).__name__})") from None
+        if not isinstance(entries, list):
+            raise DatasetError(f"{path}: expected a list of COCO detection results")
+        self.by_image: dict[int, list[tuple[list[float], float]]] = {}
+        try:
+            for e in entries:
+                if e.get("category_id", category) == category and float(e["score"]) >= min_score:
+                    box = [float(v) for v in e["bbox"]]
+                    if len(box) != 4:
+                        raise ValueError(f"bbox {e['bbox']} is not x, y, w, h")
+                    self.by_image.setdefault(int(e["image_id"]), []).append((box, float(e["score"])))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DatasetError(f"{path}: malformed detection ({type(exc).__name__}: {exc})") from None
+
+    def __call__(self, record: ImageRecord, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found = self.by_image.get(record.image_id, [])
+        return (np.asarray([b for b, _ in found], np.float32).reshape(-1, 4),
+                np.asarray([s for _, s in found], np.float32))
+
+
+class PoseBoxes:
+    """Person boxes from a bottom-up model's poses on the image, as ``rtpose run`` gets them."""
+
+    def __init__(self, engine: Engine) -> None:
+        if is_top_down(engine.meta):
+            raise ValueError(f"the person model must be bottom-up; {engine.meta.architecture} is top-down")
+        self.engine = engine
+
+    def __call__(self, record: ImageRecord, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return boxes_from_people(estimate(self.engine, [image])[0])
 
 
 def _read_image(path) -> np.ndarray:

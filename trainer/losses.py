@@ -1,4 +1,5 @@
-"""SimplePose's losses: focal L2 on heatmaps, masked L1 on guiding offsets (and on refinements)."""
+"""SimplePose's losses: focal L2 on heatmaps, masked L1 on guiding offsets (and on refinements);
+Simple Baselines' weighted MSE on top-down heatmaps."""
 
 from __future__ import annotations
 
@@ -27,3 +28,10 @@ def offset_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor)
     """
     mask2 = mask.repeat_interleave(2, dim=1)
     return (torch.abs(pred - target) * mask2).sum() / mask2.sum().clamp(min=1.0)
+
+
+def joints_mse_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Simple Baselines' JointsMSELoss: half the mean squared error of ``[N, K, h, w]`` heatmaps,
+    each keypoint's map weighted by ``weights [N, K]`` (0 where the keypoint is not labelled)."""
+    w = weights[:, :, None, None]
+    return 0.5 * ((pred - target) * w).pow(2).mean()

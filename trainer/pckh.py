@@ -17,17 +17,22 @@ length of the head segment, upper neck to head top: the "head segment
 length" with which Andriluka et al. define PCKh ("2D Human Pose Estimation:
 New Benchmark and State of the Art Analysis", CVPR 2014). It is not the
 official normaliser, so numbers from it are comparable with each other, not
-with published tables; give head boxes for those.
+with published tables; give head boxes for those (:func:`read_head_boxes`
+reads ``gt_valid.mat`` or a JSON list, one box per person in list-file order).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from rtpose.decoder import People
-from rtpose.estimate import estimate
 from rtpose.skeleton import MPII
-from trainer.evaluate import _read_image
+from rtpose.topdown import is_top_down
+from trainer.annotations import DatasetError, KeypointSet
+from trainer.evaluate import estimate_set, gt_boxes
 
 SC_BIAS = 0.6
 ROWS = ("head", "shoulder", "elbow", "wrist", "hip", "knee", "ankle")
@@ -44,6 +49,101 @@ def head_sizes_from_boxes(head_boxes: np.ndarray) -> np.ndarray:
     """MPII's head size: 0.6 x the diagonal of ``[N, 4]`` head boxes ``x1, y1, x2, y2``."""
     boxes = np.asarray(head_boxes, dtype=np.float64).reshape(-1, 4)
     return SC_BIAS * np.linalg.norm(boxes[:, 2:] - boxes[:, :2], axis=1)
+
+
+def read_head_boxes(path: str | Path, count: int) -> np.ndarray:
+    """``[count, 4]`` head boxes ``x1, y1, x2, y2``, one per person in list-file order.
+
+    ``path``: MPII's ``gt_valid.mat`` as Simple Baselines reads it
+    (``headboxes_src [2, 2, N]``: corner, x/y, person; needs scipy), or a
+    ``.json`` list of ``[x1, y1, x2, y2]``. ``count``: the people in the
+    annotation file. Every problem is a :class:`DatasetError` (a ValueError)
+    with one line naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"head boxes file not found: {path}")
+    if path.suffix.lower() == ".mat":
+        boxes = _head_boxes_from_mat(path)
+    elif path.suffix.lower() == ".json":
+        boxes = _head_boxes_from_json(path)
+    else:
+        raise DatasetError(f"{path}: head boxes must be MPII's .mat (gt_valid.mat) or a .json list")
+    if len(boxes) != count:
+        raise DatasetError(f"{path}: {len(boxes)} head boxes for {count} annotated people")
+    empty = np.flatnonzero(~(head_sizes_from_boxes(boxes) > 0))         # nan included
+    if empty.size:
+        raise DatasetError(f"{path}: the head box of person {empty[0]} (0-based, list-file order) has no size: "
+                           f"{boxes[empty[0]].tolist()}")
+    return boxes
+
+
+def _head_boxes_from_mat(path: Path) -> np.ndarray:
+    try:
+        from scipy.io import loadmat
+        from scipy.io.matlab import MatReadError
+    except ImportError:
+        raise DatasetError(f"{path}: reading a .mat file needs scipy: pip install scipy") from None
+    try:
+        mat = loadmat(str(path))
+    except (MatReadError, ValueError, TypeError, OSError, NotImplementedError) as exc:
+        raise DatasetError(f"{path}: not a readable MATLAB file ({_one_line(exc)})") from None
+    if "headboxes_src" not in mat:
+        raise DatasetError(f"{path}: no 'headboxes_src' array (MPII's gt_valid.mat has one)")
+    try:
+        src = np.asarray(mat["headboxes_src"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{path}: headboxes_src is not numeric") from None
+    if src.shape == (2, 2):               # MATLAB drops a trailing dimension of 1: one person
+        src = src[..., None]
+    if src.ndim != 3 or src.shape[:2] != (2, 2):
+        raise DatasetError(f"{path}: headboxes_src has shape {src.shape}, expected (2, 2, N)")
+    return np.concatenate([src[0].T, src[1].T], axis=1)
+
+
+def _head_boxes_from_json(path: Path) -> np.ndarray:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path} is not valid JSON: {_one_line(exc)}") from None
+    try:
+        boxes = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError):
+        boxes = None
+    if boxes is None or boxes.ndim != 2 or boxes.shape[1] != 4:
+        got = "" if boxes is None else f" (got shape {boxes.shape})"
+        raise DatasetError(f"{path}: expected a list of [x1, y1, x2, y2], one per person{got}")
+    return boxes
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def head_sizes_per_image(kset: KeypointSet, head_boxes: np.ndarray) -> list[np.ndarray]:
+    """MPII head sizes of each image's people from ``[people, 4]`` head boxes in list-file order.
+
+    The loader groups a list file by image, in order of first appearance; the
+    boxes are grouped the same way, so a list whose people of one image are
+    not consecutive still gets the right box for each person.
+    """
+    entries = json.loads(Path(kset.annotation_file).read_text())
+    if not isinstance(entries, list):
+        raise DatasetError(f"{kset.annotation_file}: head boxes go with an MPII list file, in its order")
+    by_file: dict[str, list[int]] = {}
+    for i, entry in enumerate(entries):
+        by_file.setdefault(entry["image"], []).append(i)
+    people = sum(len(r.keypoints) for r in kset.images)
+    if len(head_boxes) != len(entries) or len(entries) != people:
+        raise DatasetError(f"{kset.annotation_file}: {len(head_boxes)} head boxes, {len(entries)} people "
+                           f"in the file and {people} evaluated")
+    if len(by_file) != len(kset.images):
+        raise DatasetError(f"{kset.annotation_file}: {len(by_file)} images in the file, {len(kset.images)} evaluated")
+    for record, (name, indices) in zip(kset.images, by_file.items()):
+        if record.path.name != Path(name).name or len(record.keypoints) != len(indices):
+            raise DatasetError(f"{kset.annotation_file}: people of {name} do not match the evaluated set")
+    sizes = head_sizes_from_boxes(head_boxes)
+    return [sizes[indices] for indices in by_file.values()]
 
 
 def head_sizes_from_joints(joints: np.ndarray) -> np.ndarray:
@@ -110,15 +210,26 @@ def match_people(people: People, ground_truth: np.ndarray, visible: np.ndarray, 
     return np.asarray(matched).reshape(-1, k, 2)
 
 
-def evaluate_pckh(engine, kset, config=None, threshold: float = 0.5, flip: bool = False) -> dict[str, float]:
-    """PCKh of ``engine`` on an MPII :class:`KeypointSet` (head sizes from the joints, see above)."""
+def evaluate_pckh(engine, kset, config=None, threshold: float = 0.5, flip: bool = False,
+                  head_boxes: np.ndarray | None = None) -> dict[str, float]:
+    """PCKh of ``engine`` on an MPII :class:`KeypointSet`.
+
+    Head sizes: MPII's from ``head_boxes`` (``[people, 4]`` in list-file
+    order, see :func:`read_head_boxes`) when given, else the head segment
+    (see above). A top-down model crops the annotated people (their
+    ``center``/``scale``), as Simple Baselines' MPII figures do.
+    """
     if kset.skeleton != MPII:
         raise ValueError(f"PCKh needs MPII keypoints, {kset.annotation_file} has {kset.skeleton.name}")
+    if head_boxes is None:
+        sizes_by_image = [head_sizes_from_joints(r.keypoints) for r in kset.images]
+    else:
+        sizes_by_image = head_sizes_per_image(kset, head_boxes)
     predicted, ground_truth, visible, sizes = [], [], [], []
-    for record in kset.images:
-        people = estimate(engine, [_read_image(record.path)], config, flip=flip)[0]
+    boxes = gt_boxes if is_top_down(engine.meta) else None
+    found = (people for _, batch in estimate_set(engine, kset, config, 1, flip, boxes) for people in batch)
+    for record, size, people in zip(kset.images, sizes_by_image, found):
         vis = record.keypoints[..., 2] > 0
-        size = head_sizes_from_joints(record.keypoints)
         predicted.append(match_people(people, record.keypoints[..., :2], vis, size, threshold))
         ground_truth.append(record.keypoints[..., :2])
         visible.append(vis)

@@ -9,8 +9,10 @@ microsoft/human-pose-estimation.pytorch, ``lib/models/pose_resnet.py``
 deconvolution bias and a 1x1 final layer, the defaults here. The output is
 at stride 4: 64x48 heatmaps for a 256x192 crop, 96x72 for 384x288.
 
-Not wired into ``rtpose run`` or ``export``: the runtime is bottom-up and
-has no person detector to give this model its crops.
+Trained with ``architecture: pose_resnet`` in a config (crops and targets in
+:mod:`trainer.topdown_data`), exported like the bottom-up model and run by
+the runtime's :mod:`rtpose.topdown` on person boxes: a detector's results
+file for evaluation, a bottom-up model's poses in ``rtpose run``.
 """
 
 from __future__ import annotations

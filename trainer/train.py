@@ -4,7 +4,8 @@
 ``train_one_epoch`` and validation, writing ``last.pt`` (and ``best.pt`` when
 validation AP improves) after every epoch and one JSON line of metrics per
 epoch to ``metrics.jsonl``. ``resume`` continues from a checkpoint's epoch
-with its optimizer, scheduler and gradient scaler.
+with its optimizer, scheduler and gradient scaler. The same figures go to
+TensorBoard event files in ``tensorboard/`` (``tensorboard --logdir``).
 
 The same function runs one process or many: started by ``torchrun`` (which
 sets RANK, WORLD_SIZE and LOCAL_RANK) it joins the process group (NCCL on
@@ -28,15 +29,20 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from rtpose.engine.torch_engine import as_outputs
 from rtpose.progress import Progress
 from trainer.annotations import load_keypoint_set, load_keypoint_sets
 from trainer.checkpoint import CheckpointEngine, CheckpointError, read_checkpoint, save_checkpoint
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import PoseDataset
-from trainer.evaluate import evaluate
-from trainer.losses import focal_l2_loss, offset_l1_loss
-from trainer.model import SimplePoseNet, load_weights
+from trainer.evaluate import evaluate, gt_boxes
+from trainer.losses import focal_l2_loss, joints_mse_loss, offset_l1_loss
+from trainer.model import load_weights
+from trainer.pose_resnet import load_backbone_weights
+from trainer.tensorboard_log import ScalarLog
+from trainer.topdown_data import TopDownDataset
 
 
 def train(config: TrainConfig, resume: str | Path | None = None, log=print) -> Path:
@@ -81,9 +87,11 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
     val_set = (load_keypoint_set(config.val_annotations, config.val_images)
                if config.val_annotations and rank == 0 else None)
     meta = config.model_meta(train_set.skeleton)
-    model = SimplePoseNet(train_set.skeleton, config.model_config())
+    model = config.build_model(train_set.skeleton)
     if config.init_weights:
         load_weights(model, config.init_weights)
+    if config.backbone_weights:
+        load_backbone_weights(model, config.backbone_weights)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto"
                           else config.device)
     if world > 1 and device.type == "cuda":
@@ -93,7 +101,9 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
     # Channels-last runs the convolutions about a quarter faster on CPU (measured).
     model.to(device, memory_format=torch.channels_last)
 
-    dataset = PoseDataset(train_set, meta, seed=config.seed, augmentation=config.augmentation())
+    # Top-down: one sample per labelled person (its crop); bottom-up: one per image.
+    dataset = (TopDownDataset if config.top_down else PoseDataset)(train_set, meta, seed=config.seed,
+                                                                     augmentation=config.augmentation())
     # Each process takes every WORLD_SIZE-th sample of one shared shuffle
     # (padded with repeats so all take the same number of steps).
     sampler = (torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
@@ -109,42 +119,57 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.epochs * len(loader)))
     # float16 needs loss scaling against underflowing gradients; bfloat16 (CPU) has float32's range.
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
+    # An exponential moving average of the weights (and batch-norm statistics): what validation,
+    # checkpoints' "model" and so export see when ema_decay > 0; training goes on with the raw weights.
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                                               use_buffers=True) if config.ema_decay else None)
 
     start_epoch, best_ap = 0, -1.0
     if resume:
-        start_epoch, best_ap = _resume(resume, config, model, optimizer, scheduler, scaler)
+        start_epoch, best_ap = _resume(resume, config, model, optimizer, scheduler, scaler, ema)
         log(f"resumed from {resume} at epoch {start_epoch}")
     module = model                       # the bare model: what checkpoints and validation use
     if world > 1:
         model = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
 
+    samples = f"{len(dataset)} people in " if config.top_down else ""
     log(f"training {meta.architecture} on {device}" + (f" x {world} processes" if world > 1 else "")
-        + f", {len(train_set)} images of {config.train_annotations} "
+        + f", {samples}{len(train_set)} images of {config.train_annotations} "
         f"for {config.epochs} epochs; checkpoints in {out}")
     last = out / "last.pt"
+    # The same figures as metrics.jsonl, for TensorBoard (tensorboard --logdir OUT/tensorboard).
+    board = ScalarLog(out / "tensorboard", start_step=start_epoch + 1 if resume else None) if rank == 0 else None
     for epoch in range(start_epoch, config.epochs):
         dataset.epoch = epoch
         if sampler is not None:
             sampler.set_epoch(epoch)
         metrics = train_one_epoch(model, loader, optimizer, scheduler, config, epoch, device, scaler,
-                                  show_progress=rank == 0)
+                                  show_progress=rank == 0, ema=ema)
         if world > 1:
             _average_buffers(module, world)
         if rank == 0:
             if val_set is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
-                result = evaluate(CheckpointEngine(module, meta), val_set)
-                module.train()
+                # Top-down models are validated on the ground-truth boxes: their keypoints, not a detector's boxes.
+                evaluated = ema.module if ema else module
+                result = evaluate(CheckpointEngine(evaluated, meta), val_set,
+                                  boxes=gt_boxes if config.top_down else None)
+                evaluated.train()
                 metrics["val_AP"] = result.stats["AP"]
                 log(f"epoch {epoch + 1}: validation AP {result.stats['AP']:.3f}")
             metrics["best_val_AP"] = best_ap = max(best_ap, metrics.get("val_AP", -1.0))
-            save_checkpoint(last, module, optimizer, scheduler, epoch + 1, config, meta, metrics, scaler)
+            save_checkpoint(last, module, optimizer, scheduler, epoch + 1, config, meta, metrics, scaler, ema)
             if metrics.get("val_AP", -1.0) >= best_ap and "val_AP" in metrics:
                 save_checkpoint(out / "best.pt", module, optimizer, scheduler, epoch + 1, config, meta, metrics,
-                                scaler)
+                                scaler, ema)
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps({"epoch": epoch + 1, **metrics}) + "\n")
+            for name, value in metrics.items():
+                if name not in ("seconds", "best_val_AP"):
+                    board.add(f"val/{name[4:]}" if name.startswith("val_") else f"train/{name}", value, epoch + 1)
         if world > 1:
             dist.barrier()               # the others wait while rank 0 validates and saves
+    if board is not None:
+        board.close()
     if dump := os.environ.get("RTPOSE_DUMP_REPLICA_WEIGHTS"):
         # Debug/test hook: each process writes its own replica's weights, so a
         # test can check that DDP kept them identical.
@@ -181,12 +206,13 @@ def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, final: float 
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, config: TrainConfig, epoch: int, device,
-                    scaler: torch.amp.GradScaler | None = None, show_progress: bool = True) -> dict:
+                    scaler: torch.amp.GradScaler | None = None, show_progress: bool = True, ema=None) -> dict:
     model.train()
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     # CUDA autocasts to float16 (with the scaler); CPU to bfloat16, the type its matmul kernels speed up.
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    sums = {"loss": 0.0, "heatmap_loss": 0.0, "offset_loss": 0.0, "refinement_loss": 0.0}
+    criterion = topdown_losses if config.top_down else bottomup_losses
+    sums: dict[str, float] = {}
     started = time.perf_counter()
     stream = None if show_progress else io.StringIO()
     with Progress(len(loader), f"epoch {epoch + 1}/{config.epochs}", unit="batch", stream=stream) as bar:
@@ -195,12 +221,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, config: TrainConfig, ep
             with torch.autocast(device.type, dtype=amp_dtype, enabled=config.amp):
                 outputs = model(batch["image"].to(memory_format=torch.channels_last))
             # The losses in float32: small focal terms vanish in half precision.
-            heatmaps, offsets, refinements = (o.float() for o in outputs)
-            heatmap_loss = focal_l2_loss(heatmaps, batch["heatmaps"], batch["heatmap_mask"])
-            offset_loss = offset_l1_loss(offsets, batch["offsets"], batch["offset_mask"])
-            refinement_loss = offset_l1_loss(refinements, batch["refinements"], batch["refinement_mask"])
-            loss = (heatmap_loss + config.offset_loss_weight * offset_loss
-                    + config.refinement_loss_weight * refinement_loss)
+            losses = criterion(as_outputs(outputs), batch, config)
+            loss = losses["loss"]
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if config.grad_clip > 0:
@@ -208,11 +230,14 @@ def train_one_epoch(model, loader, optimizer, scheduler, config: TrainConfig, ep
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model.module if isinstance(model, DistributedDataParallel) else model)
             scheduler.step()
-            for name, value in (("loss", loss), ("heatmap_loss", heatmap_loss), ("offset_loss", offset_loss),
-                                ("refinement_loss", refinement_loss)):
-                sums[name] += value.item()
-            bar.update(1, f"loss {loss.item():.3f} (heatmaps {heatmap_loss.item():.3f} offsets {offset_loss.item():.3f})")
+            values = {name: value.item() for name, value in losses.items()}
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value
+            parts = " ".join(f"{name.removesuffix('_loss')} {v:.3f}" for name, v in values.items() if name != "loss")
+            bar.update(1, f"loss {values['loss']:.3f}" + (f" ({parts})" if parts else ""))
     n = max(len(loader), 1)
     if dist.is_initialized():
         # Losses averaged over all processes, so metrics.jsonl reads the same for any world size.
@@ -224,11 +249,33 @@ def train_one_epoch(model, loader, optimizer, scheduler, config: TrainConfig, ep
             "seconds": round(seconds, 1), "images_per_second": round(len(loader.dataset) / seconds, 1)}
 
 
-def _resume(path, config: TrainConfig, model, optimizer, scheduler, scaler=None) -> tuple[int, float]:
+def bottomup_losses(outputs, batch: dict, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """SimplePose: focal L2 on heatmaps, L1 on guiding offsets and refinements, weighted into ``loss``."""
+    heatmaps, offsets, refinements = (o.float() for o in outputs)
+    heatmap_loss = focal_l2_loss(heatmaps, batch["heatmaps"], batch["heatmap_mask"])
+    offset_loss = offset_l1_loss(offsets, batch["offsets"], batch["offset_mask"])
+    refinement_loss = offset_l1_loss(refinements, batch["refinements"], batch["refinement_mask"])
+    loss = heatmap_loss + config.offset_loss_weight * offset_loss + config.refinement_loss_weight * refinement_loss
+    return {"loss": loss, "heatmap_loss": heatmap_loss, "offset_loss": offset_loss,
+            "refinement_loss": refinement_loss}
+
+
+def topdown_losses(outputs, batch: dict, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """Simple Baselines: MSE on heatmaps, unlabelled keypoints weighted 0."""
+    return {"loss": joints_mse_loss(outputs[0].float(), batch["heatmaps"], batch["weights"])}
+
+
+def _resume(path, config: TrainConfig, model, optimizer, scheduler, scaler=None, ema=None) -> tuple[int, float]:
     ckpt = read_checkpoint(path)
-    if ckpt["config"].get("widths") != list(config.widths) or ckpt["config"].get("blocks") != list(config.blocks):
+    # Keys missing from an older checkpoint's config had their defaults then.
+    old, new = {**TrainConfig(train_annotations="").to_dict(), **ckpt["config"]}, config.to_dict()
+    if any(old[key] != new[key] for key in ("architecture", "widths", "blocks", "resnet_depth", "deconv_filters")):
         raise CheckpointError(f"{path} was trained with another architecture than this config describes")
-    model.load_state_dict(ckpt["model"])
+    # With EMA, "model" holds the averaged weights and "training_model" the raw ones training goes on from.
+    model.load_state_dict(ckpt.get("training_model", ckpt["model"]))
+    if ema is not None:
+        ema.module.load_state_dict(ckpt["model"])
+        ema.n_averaged.fill_(1)             # averaging goes on, rather than starting over from a copy
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     if scaler is not None and scaler.is_enabled() and ckpt.get("scaler"):

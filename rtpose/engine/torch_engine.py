@@ -102,7 +102,7 @@ class TorchEngine:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch))
             outputs = self._replay(x) if self.cuda_graphs else self.module(self._to_device(x))
-            return tuple(_to_numpy(t) for t in outputs)
+            return tuple(_to_numpy(t) for t in as_outputs(outputs))
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device)
@@ -132,7 +132,7 @@ class TorchEngine:
             graph = torch.cuda.CUDAGraph()
             # thread_local: the pipeline's other threads may touch CUDA while this one captures.
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                static_outputs = self.module(static_input)
+                static_outputs = as_outputs(self.module(static_input))
             self._graphs[key] = (graph, static_input, static_outputs)
         graph, static_input, static_outputs = self._graphs[key]
         static_input.copy_(x)           # host -> device, float32 -> half, NCHW -> channels-last, in one copy
@@ -154,6 +154,11 @@ def _device(device: str | None, fp16: bool, cuda_graphs: bool) -> torch.device:
     if cuda_graphs and resolved.type != "cuda":
         raise EngineError(f"CUDA graphs need a CUDA device (this engine's device is {resolved})")
     return resolved
+
+
+def as_outputs(outputs) -> tuple:
+    """A model's outputs as a tuple: a model with one output (PoseResNet) returns a bare tensor."""
+    return (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
