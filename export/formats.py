@@ -12,9 +12,9 @@ three, strongly typed, from the precision in the ONNX graph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from rtpose.model_meta import INPUT_FORMATS
+from rtpose.model_meta import INPUT_FORMATS, ModelMeta
 
 
 class ExportError(ValueError):
@@ -38,13 +38,13 @@ FORMATS = {
     f.name: f for f in (
         # FP32, or FP16 with FP32 inputs and outputs; INT8 comes from rtpose calib (it needs images).
         ExportFormat("onnx", ".onnx", frozenset({"opset", "input_format", "peak_top_k", "precision",
-                                                 "check_images"}),
+                                                 "check_images", "input_size"}),
                      "torch, onnx, onnxruntime, onnxscript "
                      "(only onnx and onnxruntime to convert an .onnx's input format or precision, or add peaks)",
                      choices={"input_format": INPUT_FORMATS, "precision": ("fp32", "fp16")},
                      hints={("precision", "int8"): INT8_HINT}),
         # torch.export program (.pt2) with the metadata inside; runs in rtpose's TorchEngine.
-        ExportFormat("torch", ".pt2", frozenset({"max_batch"}), "torch"),
+        ExportFormat("torch", ".pt2", frozenset({"max_batch", "input_size"}), "torch"),
         # rtpose header (metadata + build record) + TensorRT plan; from a checkpoint or an .onnx (FP32, FP16 or
         # rtpose calib's INT8 Q/DQ). Strongly typed: the precision is the graph's. Input uint8 BGR unless told.
         ExportFormat("tensorrt", ".engine", frozenset({"opset", "min_batch", "max_batch", "workspace", "input_format",
@@ -77,3 +77,19 @@ def check_request(format_name: str, options: dict) -> ExportFormat:
             raise ExportError(hint or f"{_flag(option)} for format '{fmt.name}' is one of {', '.join(allowed)}, "
                                       f"not '{value}'")
     return fmt
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """``"WxH"`` -> ``(W, H)``, both multiples of 32 (the models' coarsest stride)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--input-size is WIDTHxHEIGHT, e.g. 512x512, not '{text}'") from None
+    if width <= 0 or height <= 0 or width % 32 or height % 32:
+        raise ValueError(f"--input-size {text}: width and height must be positive multiples of 32")
+    return width, height
+
+
+def with_input_size(meta: ModelMeta, size: tuple[int, int] | None) -> ModelMeta:
+    """The metadata of the same model taking another input size (the models are fully convolutional)."""
+    return meta if size is None else replace(meta, input_width=size[0], input_height=size[1])

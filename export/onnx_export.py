@@ -12,6 +12,7 @@ import onnx
 import torch
 
 import rtpose
+from export.formats import with_input_size
 from rtpose.engine.onnxruntime_engine import OnnxRuntimeEngine
 from rtpose.engine.torch_engine import as_outputs
 from rtpose.model_meta import META_KEY, ModelMeta
@@ -31,12 +32,16 @@ class ParityReport:
         return f"onnxruntime vs torch, batch {self.batch}: max |diff| {diffs}"
 
 
-def export_onnx(checkpoint: str | Path, output: str | Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Write an ONNX model with dynamic batch and the checkpoint's :class:`ModelMeta` inside."""
+def export_onnx(checkpoint: str | Path, output: str | Path, opset: int = DEFAULT_OPSET,
+                input_size: tuple[int, int] | None = None) -> Path:
+    """Write an ONNX model with dynamic batch and the checkpoint's :class:`ModelMeta` inside.
+
+    ``input_size``: (width, height) the file takes, if not the training size.
+    """
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is below {MIN_OPSET}, the lowest rtpose exports")
     model, meta, _ = load_model(checkpoint)
-    meta = meta.with_versions(rtpose=rtpose.__version__, torch=torch.__version__,
+    meta = with_input_size(meta, input_size).with_versions(rtpose=rtpose.__version__, torch=torch.__version__,
                               onnx=onnx.__version__, opset=str(opset))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -69,12 +74,13 @@ def _set_metadata(proto: onnx.ModelProto, meta: ModelMeta) -> None:
 
 def check_parity(checkpoint: str | Path, onnx_path: str | Path, batch: int = 2, seed: int = 0) -> ParityReport:
     """Run the same input through torch and onnxruntime; a batch > 1 also checks the dynamic batch."""
-    model, meta, _ = load_model(checkpoint)
+    model, _, _ = load_model(checkpoint)
+    engine = OnnxRuntimeEngine(onnx_path)
+    meta = engine.meta                   # the exported input size, which may not be the training one
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, 3, meta.input_height, meta.input_width)).astype(np.float32)
     with torch.no_grad():
         expected = [t.numpy() for t in as_outputs(model(torch.from_numpy(x)))]
-    engine = OnnxRuntimeEngine(onnx_path)
     got = engine.infer(x)
     engine.close()
     diffs = {name: float(np.abs(a - b).max()) for name, a, b in zip(meta.output_names, expected, got)}

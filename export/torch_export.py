@@ -15,18 +15,21 @@ import numpy as np
 import torch
 
 import rtpose
+from export.formats import with_input_size
 from rtpose.engine.torch_engine import META_FILE, TorchEngine, as_outputs
 from trainer.checkpoint import load_model
 
 DEFAULT_MAX_BATCH = 256       # as the ONNX export
 
 
-def export_torch(checkpoint: str | Path, output: str | Path, max_batch: int = DEFAULT_MAX_BATCH) -> Path:
-    """Write ``output`` (.pt2): the checkpoint's model, exported in eval mode with a dynamic batch 1..max_batch."""
+def export_torch(checkpoint: str | Path, output: str | Path, max_batch: int = DEFAULT_MAX_BATCH,
+                 input_size: tuple[int, int] | None = None) -> Path:
+    """Write ``output`` (.pt2): the checkpoint's model, exported in eval mode with a dynamic batch 1..max_batch,
+    taking ``input_size`` (width, height) if given, else the training size."""
     if max_batch < 1:
         raise ValueError(f"--max-batch must be at least 1, got {max_batch}")
     model, meta, _ = load_model(checkpoint)
-    meta = meta.with_versions(rtpose=rtpose.__version__, torch=torch.__version__)
+    meta = with_input_size(meta, input_size).with_versions(rtpose=rtpose.__version__, torch=torch.__version__)
     example = torch.zeros(min(2, max_batch), 3, meta.input_height, meta.input_width)
     batch = torch.export.Dim("batch", min=1, max=max_batch) if max_batch > 1 else None
     with warnings.catch_warnings():
@@ -40,12 +43,13 @@ def export_torch(checkpoint: str | Path, output: str | Path, max_batch: int = DE
 
 def check_torch_parity(checkpoint: str | Path, program: str | Path, batch: int = 2, seed: int = 0) -> str:
     """The exported program through TorchEngine (on CPU) against the checkpoint's model, as one line."""
-    model, meta, _ = load_model(checkpoint)
+    model, _, _ = load_model(checkpoint)
+    engine = TorchEngine.from_file(program, device="cpu")
+    meta = engine.meta                   # the exported input size
     x = np.random.default_rng(seed).standard_normal((batch, 3, meta.input_height, meta.input_width))
     x = x.astype(np.float32)
     with torch.no_grad():
         expected = [t.numpy() for t in as_outputs(model(torch.from_numpy(x)))]
-    engine = TorchEngine.from_file(program, device="cpu")
     got = engine.infer(x)
     engine.close()
     diffs = ", ".join(f"{n} {float(np.abs(a - b).max()):.2e}" for n, a, b in zip(meta.output_names, expected, got))

@@ -278,17 +278,20 @@ def export(
     timing_cache: Annotated[Optional[Path], typer.Option(
         help="tensorrt: TensorRT timing cache to reuse and update (default: tensorrt.timing.cache beside the "
              "engine).")] = None,
+    input_size: Annotated[Optional[str], typer.Option(
+        help="onnx, torch: the input size the file takes, WIDTHxHEIGHT (multiples of 32), if not the training "
+             "size: the models are fully convolutional (e.g. 512x512 for a larger-input variant).")] = None,
     check_images: Annotated[Optional[str], typer.Option(
         help="onnx --precision fp16: images to check FP16 against FP32 on (folder, video, COCO-format dataset; "
              "default: 8 synthetic scenes).")] = None,
 ) -> None:
     """Export a checkpoint, with the model's metadata inside, and check it against what it came from."""
-    from export.formats import ExportError, check_request
+    from export.formats import ExportError, check_request, parse_input_size
     from rtpose.model_meta import UINT8_NHWC_BGR
     fmt = check_request(format, {"opset": opset, "max_batch": max_batch, "min_batch": min_batch,
                                  "workspace": workspace, "input_format": input_format, "peak_top_k": peak_top_k,
                                  "precision": precision, "timing_cache": timing_cache,
-                                 "check_images": check_images})
+                                 "check_images": check_images, "input_size": input_size})
     if fmt.name == "tensorrt":
         _export_tensorrt(checkpoint, output, opset, max_batch, workspace, input_format, min_batch, precision,
                          timing_cache)
@@ -300,9 +303,12 @@ def export(
                           f"suffix); got {output.name}")
     if check_images is not None and precision != "fp16":
         raise ExportError("--check-images is for --precision fp16 (it checks FP16 against FP32)")
+    size = parse_input_size(input_size) if input_size else None
+    if size and checkpoint.suffix == ".onnx":
+        raise ExportError("--input-size needs the checkpoint: an .onnx file's input size is fixed")
     if fmt.name == "torch":
         from export.torch_export import DEFAULT_MAX_BATCH, check_torch_parity, export_torch
-        path = export_torch(checkpoint, output, max_batch or DEFAULT_MAX_BATCH)
+        path = export_torch(checkpoint, output, max_batch or DEFAULT_MAX_BATCH, size)
         typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         typer.echo(f"parity: {check_torch_parity(checkpoint, path)}")
         return
@@ -319,7 +325,7 @@ def export(
             current = checkpoint
         else:
             from export.onnx_export import DEFAULT_OPSET, check_parity, export_onnx
-            current = export_onnx(checkpoint, Path(tmp) / "float32.onnx", opset=opset or DEFAULT_OPSET)
+            current = export_onnx(checkpoint, Path(tmp) / "float32.onnx", opset=opset or DEFAULT_OPSET, input_size=size)
             typer.echo(f"parity: {check_parity(checkpoint, current)}")
         if fp16:
             current = _to_fp16(current, Path(tmp) / "fp16.onnx", check_images)

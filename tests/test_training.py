@@ -148,3 +148,18 @@ def test_ema_weights_are_what_the_checkpoint_gives_and_resume_keeps_both(tiny_ru
     assert second["epoch"] == 2 and not torch.equal(second["model"][name], averaged)
     exported = runner.invoke(app, ["export", str(tmp_path / "run/last.pt"), "--output", str(tmp_path / "m.onnx")])
     assert exported.exit_code == 0, exported.output
+
+
+def test_export_at_another_input_size(tiny_run, tmp_path):
+    """The same checkpoint exported for a larger input: metadata, output maps and parity follow the new size."""
+    root, _ = tiny_run
+    out = tmp_path / "large.onnx"
+    result = runner.invoke(app, ["export", str(root / "run/last.pt"), "--output", str(out), "--input-size", "160x128"])
+    assert result.exit_code == 0, result.output
+    assert float(result.output.split("heatmaps ")[1].split(",")[0]) < 1e-4
+    engine = OnnxRuntimeEngine(out)
+    assert (engine.meta.input_width, engine.meta.input_height) == (160, 128)
+    heatmaps = engine.infer(np.zeros((1, 3, 128, 160), np.float32))[0]
+    assert heatmaps.shape == (1, 17, 32, 40)
+    odd = runner.invoke(app, ["export", str(root / "run/last.pt"), "--output", str(out), "--input-size", "150x128"])
+    assert odd.exit_code != 0 and "multiples of 32" in odd.output
