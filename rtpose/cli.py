@@ -154,6 +154,9 @@ def evaluate(
     person_model: Annotated[Optional[Path], typer.Option(
         help="Top-down models: person boxes from this bottom-up model's poses (default when no other box "
              "source is given: the shipped model), as rtpose run gets them.")] = None,
+    scales: Annotated[Optional[str], typer.Option(
+        help="Multi-scale (bottom-up checkpoints): input sizes relative to the model's, e.g. 0.75,1,1.5; outputs "
+             "are averaged on the model's own map grid, then decoded once.")] = None,
     head_boxes: Annotated[Optional[Path], typer.Option(
         help="MPII: the official head boxes for PCKh (Simple Baselines' gt_valid.mat, needs scipy; or a JSON "
              "list of [x1, y1, x2, y2] per person in list-file order). Without: the head segment's length.")] = None,
@@ -180,7 +183,8 @@ def evaluate(
     if head_boxes:
         raise ValueError("--head-boxes is for MPII list files (PCKh)")
     with Progress(len(kset), "eval", "img") as bar:
-        result = run_eval(engine, kset, batch_size=batch_size, progress=bar.update, flip=flip, boxes=boxes)
+        result = run_eval(engine, kset, batch_size=batch_size, progress=bar.update, flip=flip, boxes=boxes,
+                          scales=_parse_scales(scales))
     typer.echo(result.table)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -219,6 +223,18 @@ def calib(
     for line in report.lines():
         typer.echo(line)
     typer.echo(f"wrote {report.output} ({report.output.stat().st_size / 1e6:.1f} MB)")
+
+
+def _parse_scales(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        scales = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--scales is a comma-separated list of numbers, e.g. 0.75,1,1.5, not '{text}'") from None
+    if min(scales) <= 0:
+        raise ValueError(f"--scales must be positive, got {text}")
+    return scales
 
 
 def _box_source(meta, detections: Path | None, gt_boxes: bool, person_model: Path | None):

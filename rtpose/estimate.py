@@ -10,13 +10,14 @@ integer coordinates (``input_to_map``), input x -> W-1-x is map u -> w-1-u.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
-from rtpose.decoder import People
+from rtpose.decoder import People, input_to_map, map_to_input
 from rtpose.fast_decoder import decode_outputs
 from rtpose.engine import Engine
 from rtpose.model_meta import UINT8_NHWC_BGR, DecoderConfig, ModelMeta
-from rtpose.preprocess import preprocess
+from rtpose.preprocess import Letterbox, preprocess
 from rtpose.skeleton import Skeleton
 
 
@@ -27,13 +28,61 @@ def estimate(engine: Engine, images: list[np.ndarray], config: DecoderConfig | N
     ``flip``: average with the mirrored input's outputs (flip test; twice the inference).
     """
     prepared = [preprocess(image, engine.meta) for image in images]
-    batch = np.concatenate([p[0] for p in prepared])
+    outputs = infer(engine, np.concatenate([p[0] for p in prepared]), flip)
+    return [decode_outputs(tuple(o[i] for o in outputs), engine.meta, config).map_xy(box.to_original)
+            for i, (_, box) in enumerate(prepared)]
+
+
+def infer(engine: Engine, batch: np.ndarray, flip: bool = False) -> tuple[np.ndarray, ...]:
+    """The engine's outputs for a batch; with ``flip``, averaged with the mirrored batch's."""
     outputs = engine.infer(batch)
     if flip:
         mirrored = mirror_outputs(engine.infer(mirror_input(batch, engine.meta)), engine.meta)
         outputs = tuple(a if b is None else (a + b) / 2 for a, b in zip(outputs, mirrored))
-    return [decode_outputs(tuple(o[i] for o in outputs), engine.meta, config).map_xy(box.to_original)
-            for i, (_, box) in enumerate(prepared)]
+    return outputs
+
+
+def estimate_scales(engines: list[Engine], images: list[np.ndarray], config: DecoderConfig | None = None,
+                    flip: bool = False) -> list[People]:
+    """Multi-scale: the same model at several input sizes (one engine each), outputs averaged, decoded once.
+
+    Each engine's dense outputs are resampled onto the first engine's map
+    grid through the two letterboxes (bilinear, ``cv2.remap``), vectors
+    (offsets, refinements) rescaled to its map pixels, then all averaged,
+    as HigherHRNet averages its heatmaps over scales.
+    """
+    base = engines[0].meta
+    people = []
+    for image in images:
+        _, box = preprocess(image, base)
+        total = None
+        for engine in engines:
+            tensor, box_s = preprocess(image, engine.meta)
+            outputs = tuple(o[0] for o in infer(engine, tensor, flip))
+            resampled = resample_outputs(outputs, engine.meta, box_s, base, box)
+            total = resampled if total is None else tuple(a + b for a, b in zip(total, resampled))
+        averaged = tuple(t / len(engines) for t in total)
+        people.append(decode_outputs(averaged, base, config).map_xy(box.to_original))
+    return people
+
+
+def resample_outputs(outputs: tuple[np.ndarray, ...], meta: ModelMeta, box: Letterbox, base: ModelMeta,
+                     base_box: Letterbox) -> tuple[np.ndarray, ...]:
+    """One image's dense outputs ``[C, h, w]`` (model input ``meta``, letterbox ``box``) on ``base``'s map grid."""
+    if set(meta.output_names) - {"heatmaps", "offsets", "refinements"}:
+        raise ValueError("multi-scale needs dense outputs (heatmaps, offsets, refinements)")
+    u, v = np.meshgrid(np.arange(base.map_width, dtype=np.float32), np.arange(base.map_height, dtype=np.float32))
+    original = base_box.to_original(map_to_input(np.stack([u, v], axis=-1), base.stride))
+    source = input_to_map(box.to_input(original), meta.stride)
+    # A vector of n map pixels at this scale is n * ratio map pixels on the base grid.
+    ratio = (base_box.scale / base.stride) / (box.scale / meta.stride)
+    resampled = []
+    for name, value in zip(meta.output_names, outputs):
+        planes = cv2.remap(np.ascontiguousarray(value.transpose(1, 2, 0)), source[..., 0], source[..., 1],
+                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        planes = planes.reshape(base.map_height, base.map_width, -1).transpose(2, 0, 1)
+        resampled.append(planes if name == "heatmaps" else planes * np.float32(ratio))
+    return tuple(np.ascontiguousarray(p) for p in resampled)
 
 
 def mirror_input(batch: np.ndarray, meta: ModelMeta) -> np.ndarray:

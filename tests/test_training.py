@@ -163,3 +163,16 @@ def test_export_at_another_input_size(tiny_run, tmp_path):
     assert heatmaps.shape == (1, 17, 32, 40)
     odd = runner.invoke(app, ["export", str(root / "run/last.pt"), "--output", str(out), "--input-size", "150x128"])
     assert odd.exit_code != 0 and "multiples of 32" in odd.output
+
+
+def test_eval_multi_scale_on_a_checkpoint_and_a_clear_line_for_an_onnx(tiny_run, tmp_path):
+    root, _ = tiny_run
+    args = ["--annotations", str(root / "val/annotations.json"), "--scales", "0.75,1,1.5"]
+    result = runner.invoke(app, ["eval", str(root / "run/last.pt"), *args])
+    assert result.exit_code == 0, result.output
+    assert "Average Precision" in result.output
+    runner.invoke(app, ["export", str(root / "run/last.pt"), "--output", str(tmp_path / "m.onnx")])
+    fixed = runner.invoke(app, ["eval", str(tmp_path / "m.onnx"), *args])
+    assert fixed.exit_code != 0 and "multi-scale needs a checkpoint" in fixed.output
+    bad = runner.invoke(app, ["eval", str(root / "run/last.pt"), *args[:2], "--scales", "1,big"])
+    assert bad.exit_code != 0 and "--scales is a comma-separated list" in bad.output

@@ -14,7 +14,7 @@ import contextlib
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -24,7 +24,7 @@ from pycocotools.cocoeval import COCOeval
 
 from rtpose.decoder import People
 from rtpose.engine import Engine
-from rtpose.estimate import estimate
+from rtpose.estimate import estimate, estimate_scales
 from rtpose.model_meta import DecoderConfig
 from rtpose.skeleton import CROWDPOSE, Skeleton
 from rtpose.topdown import TopDown, boxes_from_people, is_top_down
@@ -103,16 +103,17 @@ def load_coco_gt(kset: KeypointSet) -> COCO:
 
 def evaluate(engine: Engine, kset: KeypointSet, config: DecoderConfig | None = None, batch_size: int = 8,
              max_dets: int = 20, progress: Callable[[int], None] | None = None, flip: bool = False,
-             boxes: BoxSource | None = None) -> EvalResult:
+             boxes: BoxSource | None = None, scales: tuple[float, ...] | None = None) -> EvalResult:
     """Estimate poses on every image of ``kset`` with ``engine`` and score them against its annotations.
 
     ``flip``: the flip test, outputs averaged with the mirrored image's (see
     :func:`rtpose.estimate.estimate` and :func:`rtpose.topdown.mirror_heatmaps`).
     ``boxes``: where a top-down model's person boxes come from (required for one).
+    ``scales``: multi-scale, input sizes relative to the model's (see :func:`engines_at_scales`).
     """
     gt = load_coco_gt(kset)
     results: list[dict] = []
-    for records, people in estimate_set(engine, kset, config, batch_size, flip, boxes):
+    for records, people in estimate_set(engine, kset, config, batch_size, flip, boxes, scales):
         for record, found in zip(records, people):
             results.extend(people_to_coco(record.image_id, found))
         if progress:
@@ -126,7 +127,7 @@ def evaluate(engine: Engine, kset: KeypointSet, config: DecoderConfig | None = N
 
 
 def estimate_set(engine: Engine, kset: KeypointSet, config: DecoderConfig | None = None, batch_size: int = 8,
-                 flip: bool = False, boxes: BoxSource | None = None):
+                 flip: bool = False, boxes: BoxSource | None = None, scales: tuple[float, ...] | None = None):
     """People on every image of ``kset``, yielded in batches: (records, [People per record])."""
     if engine.meta.skeleton.keypoints != kset.skeleton.keypoints:
         raise DatasetError(f"model keypoints ({engine.meta.skeleton.name}) differ from the dataset's "
@@ -135,13 +136,35 @@ def estimate_set(engine: Engine, kset: KeypointSet, config: DecoderConfig | None
     if top_down and boxes is None:
         raise ValueError(f"{engine.meta.architecture} is a top-down model: it needs person boxes "
                          "(a detections file, the ground truth's boxes or a bottom-up person model)")
+    if top_down and scales:
+        raise ValueError("multi-scale is for bottom-up models; a top-down model sees one crop per person")
+    engines = engines_at_scales(engine, scales) if scales else None
     for start in range(0, len(kset.images), batch_size):
         records = kset.images[start:start + batch_size]
         images = [_read_image(r.path) for r in records]
         if top_down:
             yield records, [top_down.estimate(image, *boxes(record, image)) for record, image in zip(records, images)]
+        elif engines:
+            yield records, estimate_scales(engines, images, config, flip=flip)
         else:
             yield records, estimate(engine, images, config, flip=flip)
+
+
+def engines_at_scales(engine: Engine, scales: tuple[float, ...]) -> list[Engine]:
+    """The model of a checkpoint engine at input sizes scaled by ``scales`` (to multiples of 32, at least 32).
+
+    Only a checkpoint runs at any size: an exported file's input size is fixed.
+    """
+    model = getattr(engine, "model", None)
+    if model is None:
+        raise ValueError("multi-scale needs a checkpoint (.pt): an exported model's input size is fixed")
+    from trainer.checkpoint import CheckpointEngine   # torch: here only (calib evaluates ONNX models without it)
+    if not scales or min(scales) <= 0:
+        raise ValueError(f"scales must be positive, got {list(scales)}")
+    meta = engine.meta
+    return [CheckpointEngine(model, replace(meta, input_width=max(32, round(meta.input_width * s / 32) * 32),
+                                            input_height=max(32, round(meta.input_height * s / 32) * 32)))
+            for s in scales]
 
 
 def gt_boxes(record: ImageRecord, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

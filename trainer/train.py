@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from rtpose.engine.torch_engine import as_outputs
 from rtpose.progress import Progress
@@ -121,8 +120,8 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
     # An exponential moving average of the weights (and batch-norm statistics): what validation,
     # checkpoints' "model" and so export see when ema_decay > 0; training goes on with the raw weights.
-    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
-                                               use_buffers=True) if config.ema_decay else None)
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=warmup_ema(config.ema_decay), use_buffers=True)
+           if config.ema_decay else None)
 
     start_epoch, best_ap = 0, -1.0
     if resume:
@@ -203,6 +202,25 @@ def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, final: float 
         progress = min((step - warmup) / max(1, total_steps - warmup), 1.0)
         return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
     return factor
+
+
+def warmup_ema(decay: float):
+    """EMA update with the decay ramped up as min(decay, (1 + n) / (10 + n)) after n updates.
+
+    A fixed decay of 0.999 would keep a third of the initial weights in the
+    average after 1,000 steps; early in training the weights change fast and
+    such an average is no model at all (AP 0 after an epoch, where the raw
+    weights had 0.11). The ramp (TensorFlow's ExponentialMovingAverage
+    ``num_updates``) makes the average follow closely at first.
+    """
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        d = min(decay, (1.0 + float(updates)) / (10.0 + float(updates)))
+        for a, c in zip(averaged, current):
+            if torch.is_floating_point(a):
+                a.lerp_(c, 1.0 - d)
+            else:                     # integer buffers (batch counts): the latest
+                a.copy_(c)
+    return update
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, config: TrainConfig, epoch: int, device,
