@@ -281,7 +281,7 @@ def test_bad_input_is_one_clear_line(tmp_path, shared_data, monkeypatch):
 
     assert "unknown export format 'tflite'" in export("--format", "tflite", "--output", tmp_path / "m.x")
     line = export("--format", "torch", "--precision", "fp16", "--output", tmp_path / "m.pt2")
-    assert "format 'torch' does not take --precision (it takes: --max-batch)" in line
+    assert "format 'torch' does not take --precision (it takes: --input-size, --max-batch)" in line
     line = export("--format", "onnx", "--timing-cache", tmp_path / "t", "--output", tmp_path / "m.onnx")
     assert "does not take --timing-cache" in line and "--input-format" in line and "_" not in line.split("takes:")[1]
     assert "rtpose calib" in export("--precision", "int8", "--output", tmp_path / "m.onnx")
