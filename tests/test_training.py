@@ -146,6 +146,8 @@ def test_ema_weights_are_what_the_checkpoint_gives_and_resume_keeps_both(tiny_ru
     assert result.exit_code == 0, result.output
     second = read_checkpoint(tmp_path / "run/last.pt")
     assert second["epoch"] == 2 and not torch.equal(second["model"][name], averaged)
+    # 12 images in batches of 4: the average was updated 3 times an epoch, and counted on after the resume.
+    assert (first["ema_updates"], second["ema_updates"]) == (3, 6)
     exported = runner.invoke(app, ["export", str(tmp_path / "run/last.pt"), "--output", str(tmp_path / "m.onnx")])
     assert exported.exit_code == 0, exported.output
 

@@ -20,7 +20,8 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, config:
     """``model`` holds the weights to use: the EMA's when there is one (the raw ones then go to
     ``training_model``, for resuming)."""
     tmp = path.with_suffix(".tmp")
-    extra = {"training_model": model.state_dict()} if ema is not None else {}
+    extra = ({"training_model": model.state_dict(), "ema_updates": int(ema.n_averaged)}
+             if ema is not None else {})
     torch.save({
         "model": (ema.module if ema is not None else model).state_dict(),
         **extra,

@@ -293,7 +293,8 @@ def _resume(path, config: TrainConfig, model, optimizer, scheduler, scaler=None,
     model.load_state_dict(ckpt.get("training_model", ckpt["model"]))
     if ema is not None:
         ema.module.load_state_dict(ckpt["model"])
-        ema.n_averaged.fill_(1)             # averaging goes on, rather than starting over from a copy
+        # The decay ramp goes on where it was, rather than starting over from a copy.
+        ema.n_averaged.fill_(int(ckpt.get("ema_updates", 1)))
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     if scaler is not None and scaler.is_enabled() and ckpt.get("scaler"):
