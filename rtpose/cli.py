@@ -166,9 +166,11 @@ def evaluate(
     from trainer.evaluate import evaluate as run_eval
     engine = _open_any_engine(model)
     kset = load_keypoint_set(annotations, images)
-    boxes = _box_source(engine.meta, detections, gt_boxes, person_model)
     if not kset.is_coco_format and kset.skeleton.name == "mpii":
-        # MPII's list files are not COCO: its own metric, as Simple Baselines reports it.
+        # MPII's list files are not COCO: its own metric, as Simple Baselines reports it (a
+        # top-down model on the annotated people's boxes, as there).
+        if scales or detections or person_model:
+            raise ValueError("on MPII list files, eval takes neither --scales nor other person boxes")
         from trainer.pckh import evaluate_pckh, format_pckh, read_head_boxes
         heads = read_head_boxes(head_boxes, sum(len(r.keypoints) for r in kset.images)) if head_boxes else None
         table = evaluate_pckh(engine, kset, flip=flip, head_boxes=heads)
@@ -182,6 +184,7 @@ def evaluate(
         return
     if head_boxes:
         raise ValueError("--head-boxes is for MPII list files (PCKh)")
+    boxes = _box_source(engine.meta, detections, gt_boxes, person_model)
     with Progress(len(kset), "eval", "img") as bar:
         result = run_eval(engine, kset, batch_size=batch_size, progress=bar.update, flip=flip, boxes=boxes,
                           scales=_parse_scales(scales))

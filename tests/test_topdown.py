@@ -212,3 +212,17 @@ def test_config_names_an_unknown_architecture(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("architecture: hrnet\ntrain_annotations: x.json\n")
     assert_one_line_error(rtpose("train", config), "'architecture' must be one of simplepose, pose_resnet")
+
+
+def test_top_down_trains_on_mpii_and_reports_pckh_on_its_boxes(shared_data, tmp_path):
+    """MPII's center/scale give the crops: a PoseResNet trained one epoch, then PCKh as Simple Baselines has it."""
+    config = tmp_path / "mpii.yaml"
+    config.write_text(TINY_CONFIG.format(data=shared_data, out=tmp_path / "run")
+                      .replace("coco/test_coco.json", "mpii/test_mpii.json").replace("/coco\n", "/mpii\n"))
+    trained = rtpose("train", config)
+    assert trained.returncode == 0, trained.stderr
+    assert "5 people in 5 images" in trained.stderr
+    evaluated = rtpose("eval", tmp_path / "run" / "last.pt", "--annotations", shared_data / "mpii/test_mpii.json",
+                       "--images", shared_data / "mpii")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "PCKh@0.5" in evaluated.stdout and "Mean" in evaluated.stdout

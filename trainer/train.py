@@ -123,9 +123,9 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
     ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=warmup_ema(config.ema_decay), use_buffers=True)
            if config.ema_decay else None)
 
-    start_epoch, best_ap = 0, -1.0
+    start_epoch, best = 0, -1.0       # best validation figure so far (AP, or PCKh on MPII)
     if resume:
-        start_epoch, best_ap = _resume(resume, config, model, optimizer, scheduler, scaler, ema)
+        start_epoch, best = _resume(resume, config, model, optimizer, scheduler, scaler, ema)
         log(f"resumed from {resume} at epoch {start_epoch}")
     module = model                       # the bare model: what checkpoints and validation use
     if world > 1:
@@ -148,22 +148,21 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
             _average_buffers(module, world)
         if rank == 0:
             if val_set is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
-                # Top-down models are validated on the ground-truth boxes: their keypoints, not a detector's boxes.
                 evaluated = ema.module if ema else module
-                result = evaluate(CheckpointEngine(evaluated, meta), val_set,
-                                  boxes=gt_boxes if config.top_down else None)
+                name, value = validate(CheckpointEngine(evaluated, meta), val_set, config.top_down)
                 evaluated.train()
-                metrics["val_AP"] = result.stats["AP"]
-                log(f"epoch {epoch + 1}: validation AP {result.stats['AP']:.3f}")
-            metrics["best_val_AP"] = best_ap = max(best_ap, metrics.get("val_AP", -1.0))
+                metrics[f"val_{name}"] = value
+                log(f"epoch {epoch + 1}: validation {name} {value:.3f}")
+            value = next((v for k, v in metrics.items() if k.startswith("val_")), None)
+            metrics["best_val"] = best = max(best, -1.0 if value is None else value)
             save_checkpoint(last, module, optimizer, scheduler, epoch + 1, config, meta, metrics, scaler, ema)
-            if metrics.get("val_AP", -1.0) >= best_ap and "val_AP" in metrics:
+            if value is not None and value >= best:
                 save_checkpoint(out / "best.pt", module, optimizer, scheduler, epoch + 1, config, meta, metrics,
                                 scaler, ema)
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps({"epoch": epoch + 1, **metrics}) + "\n")
             for name, value in metrics.items():
-                if name not in ("seconds", "best_val_AP"):
+                if name not in ("seconds", "best_val"):
                     board.add(f"val/{name[4:]}" if name.startswith("val_") else f"train/{name}", value, epoch + 1)
         if world > 1:
             dist.barrier()               # the others wait while rank 0 validates and saves
@@ -202,6 +201,17 @@ def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, final: float 
         progress = min((step - warmup) / max(1, total_steps - warmup), 1.0)
         return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
     return factor
+
+
+def validate(engine: CheckpointEngine, val_set, top_down: bool) -> tuple[str, float]:
+    """The validation figure's name and value: COCO AP, or on an MPII list file the mean PCKh@0.5 (0-1).
+
+    Top-down models are validated on the annotated boxes: their keypoints, not a detector's boxes.
+    """
+    if not val_set.is_coco_format:
+        from trainer.pckh import evaluate_pckh
+        return "PCKh", evaluate_pckh(engine, val_set)["mean"] / 100
+    return "AP", evaluate(engine, val_set, boxes=gt_boxes if top_down else None).stats["AP"]
 
 
 def warmup_ema(decay: float):
@@ -299,4 +309,5 @@ def _resume(path, config: TrainConfig, model, optimizer, scheduler, scaler=None,
     scheduler.load_state_dict(ckpt["scheduler"])
     if scaler is not None and scaler.is_enabled() and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
-    return int(ckpt["epoch"]), float(ckpt.get("metrics", {}).get("best_val_AP", -1.0))
+    metrics = ckpt.get("metrics", {})
+    return int(ckpt["epoch"]), float(metrics.get("best_val", metrics.get("best_val_AP", -1.0)))  # older name
