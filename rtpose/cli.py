@@ -326,29 +326,41 @@ def export(
     if size and checkpoint.suffix == ".onnx":
         raise ExportError("--input-size needs the checkpoint: an .onnx file's input size is fixed")
     if fmt.name == "torch":
-        from export.torch_export import DEFAULT_MAX_BATCH, check_torch_parity, export_torch
-        path = export_torch(checkpoint, output, max_batch or DEFAULT_MAX_BATCH, size)
-        typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-        typer.echo(f"parity: {check_torch_parity(checkpoint, path)}")
-        return
+        _export_torch(checkpoint, output, max_batch, size)
+    else:
+        _export_onnx(checkpoint, output, opset, size, precision == "fp16", check_images,
+                     input_format == UINT8_NHWC_BGR, peak_top_k)
+
+
+def _export_torch(checkpoint: Path, output: Path, max_batch: int | None, size: tuple[int, int] | None) -> None:
+    from export.torch_export import DEFAULT_MAX_BATCH, check_torch_parity, export_torch
+    path = export_torch(checkpoint, output, max_batch or DEFAULT_MAX_BATCH, size)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    typer.echo(f"parity: {check_torch_parity(checkpoint, path)}")
+
+
+def _export_onnx(source: Path, output: Path, opset: int | None, size: tuple[int, int] | None, fp16: bool,
+                 check_images: str | None, uint8_input: bool, peak_top_k: int | None) -> None:
+    """Checkpoint (or .onnx) -> FP32 ONNX -> FP16 -> uint8 input -> peaks, each step checked against the last."""
     import shutil
     import tempfile
+    from export.formats import ExportError
     from export.input_graph import compare_input_formats, write_uint8_input_model
-    fp16 = precision == "fp16"
+    from rtpose.model_meta import UINT8_NHWC_BGR
     with tempfile.TemporaryDirectory(prefix="rtpose-onnx-") as tmp:
-        if checkpoint.suffix == ".onnx":
-            if input_format != UINT8_NHWC_BGR and peak_top_k is None and not fp16:
-                raise ExportError(f"{checkpoint} is ONNX already; from an .onnx, --format onnx only converts the "
+        if source.suffix == ".onnx":
+            if not (uint8_input or peak_top_k is not None or fp16):
+                raise ExportError(f"{source} is ONNX already; from an .onnx, --format onnx only converts the "
                                   f"input: --input-format {UINT8_NHWC_BGR}, the precision: --precision fp16, or "
                                   f"adds peaks: --peak-top-k N")
-            current = checkpoint
+            current = source
         else:
             from export.onnx_export import DEFAULT_OPSET, check_parity, export_onnx
-            current = export_onnx(checkpoint, Path(tmp) / "float32.onnx", opset=opset or DEFAULT_OPSET, input_size=size)
-            typer.echo(f"parity: {check_parity(checkpoint, current)}")
+            current = export_onnx(source, Path(tmp) / "float32.onnx", opset=opset or DEFAULT_OPSET, input_size=size)
+            typer.echo(f"parity: {check_parity(source, current)}")
         if fp16:
             current = _to_fp16(current, Path(tmp) / "fp16.onnx", check_images)
-        if input_format == UINT8_NHWC_BGR:
+        if uint8_input:
             converted = write_uint8_input_model(current, Path(tmp) / "uint8.onnx")
             typer.echo(f"parity: {compare_input_formats(current, converted)}")
             current = converted

@@ -366,17 +366,23 @@ class Pipeline:
 
     def close(self) -> None:
         """Finalise every sink (a playable file even after a failure) and release the sources."""
-        for sinks in self.sinks:
-            for s in sinks:
-                try:
-                    s.close()
-                except Exception:  # noqa: BLE001 - closing the others matters more
-                    pass
+        close_all(s for sinks in self.sinks for s in sinks)
         if self.gather is not None:
             self.gather.close()              # the readers close their sources
         else:
             for source in self.sources:
                 source.close()
+
+
+def close_all(things) -> None:
+    """Close each thing that is not None; one that fails to close does not keep the others open."""
+    for thing in things:
+        if thing is None:
+            continue
+        try:
+            thing.close()
+        except Exception:  # noqa: BLE001 - closing the others matters more
+            pass
 
 
 def _timed(stage: str, step: Callable[[Batch], None], batch: Batch) -> None:

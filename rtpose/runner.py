@@ -14,7 +14,7 @@ import onnxruntime
 
 import rtpose
 from rtpose.engine import Engine, open_engine
-from rtpose.pipeline import THREADS, Pipeline, RunOptions
+from rtpose.pipeline import THREADS, Pipeline, RunOptions, close_all
 from rtpose.estimate import estimate
 from rtpose.preprocess import network_input, preprocess
 from rtpose.progress import Progress
@@ -64,19 +64,9 @@ def open_sinks(outputs: Outputs, fps: float, title: str = "rtpose") -> list[Sink
         if outputs.show:
             sinks.append(WindowSink(title))
     except Exception:
-        _close_all(sinks)
+        close_all(sinks)
         raise
     return sinks
-
-
-def _close_all(things) -> None:
-    for thing in things:
-        if thing is None:
-            continue
-        try:
-            thing.close()
-        except Exception:  # noqa: BLE001 - closing the others matters more
-            pass
 
 
 def expand_sources(specs: list[str]) -> list[str]:
@@ -103,7 +93,7 @@ def open_sources(specs: list[str], reconnect: Reconnect = Reconnect()) -> list[S
         for spec in specs:
             sources.append(open_source(spec, reconnect))
     except Exception:
-        _close_all(sources)
+        close_all(sources)
         raise
     return sources
 
@@ -134,7 +124,7 @@ def open_run_engines(model: str | Path, engine_threads: int | None, engine_optio
         topdown.close()
         raise
     if is_top_down(person.meta):
-        _close_all([person, topdown])
+        close_all([person, topdown])
         raise ValueError(f"the person model must be bottom-up: {person_model} is top-down too")
     return person, topdown
 
@@ -147,8 +137,8 @@ def build_pipeline(sources: list[Source], engine: Engine, outputs: Outputs, opti
         for i, source in enumerate(sources):
             sinks.append(open_sinks(outputs.for_source(i, len(sources)), source.fps, f"rtpose: {source.name}"))
     except Exception:
-        _close_all(s for group in sinks for s in group)
-        _close_all(sources)
+        close_all(s for group in sinks for s in group)
+        close_all(sources)
         raise
     return Pipeline(sources, engine, sinks, options, topdown=topdown)
 
@@ -166,7 +156,7 @@ def run(source_specs: list[str] | str, model: str | Path, outputs: Outputs, opti
     try:
         pipeline = build_pipeline(open_sources(specs, reconnect), engine, outputs, options, topdown)
     except Exception:
-        _close_all([engine, topdown])
+        close_all([engine, topdown])
         raise
     counts = [s.frame_count for s in pipeline.sources]
     total = sum(counts) if all(counts) else None
@@ -185,7 +175,7 @@ def run(source_specs: list[str] | str, model: str | Path, outputs: Outputs, opti
     finally:
         if bar:
             bar.close()
-        _close_all([engine, topdown])
+        close_all([engine, topdown])
     summary = summarize(frames, time.perf_counter() - started, pipeline.source_report())
     return {**summary, "error": error}
 
@@ -294,7 +284,7 @@ def bench(source_specs: list[str] | str, model: str | Path, frames: int | None =
             report["sequential"] = summarize(done, time.perf_counter() - started, sequential.source_report())
             report["pipeline_vs_sequential"] = round(report["pipeline"]["fps"] / report["sequential"]["fps"], 3)
     finally:
-        _close_all([engine, topdown])
+        close_all([engine, topdown])
     report["pipeline_vs_engine_only"] = round(report["pipeline"]["fps"] / report["engine_only"]["fps"], 3)
     stages = report["pipeline"]["stages"]
     work = sum(stages[s]["median_ms"] for s in ("inference", "decode", "top-down") if s in stages)
