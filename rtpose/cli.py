@@ -177,10 +177,8 @@ def evaluate(
         size = "0.6 x head box diagonal" if head_boxes else "upper neck to head top"
         typer.echo(f"PCKh@0.5 (head size: {size})\n" + format_pckh(table))
         if json_out:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps({"model": str(model), "annotations": str(annotations),
-                                            "images": len(kset), "PCKh": table}, indent=2) + "\n")
-            typer.echo(f"wrote {json_out}")
+            _write_json(json_out, {"model": str(model), "annotations": str(annotations), "images": len(kset),
+                                   "PCKh": table})
         return
     if head_boxes:
         raise ValueError("--head-boxes is for MPII list files (PCKh)")
@@ -190,10 +188,8 @@ def evaluate(
                           scales=_parse_scales(scales))
     typer.echo(result.table)
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"model": str(model), "annotations": str(annotations),
-                                        "images": len(kset), **result.stats}, indent=2) + "\n")
-        typer.echo(f"wrote {json_out}")
+        _write_json(json_out, {"model": str(model), "annotations": str(annotations), "images": len(kset),
+                               **result.stats})
     if results_out:
         results_out.parent.mkdir(parents=True, exist_ok=True)
         results_out.write_text(json.dumps(result.results))
@@ -228,16 +224,20 @@ def calib(
     typer.echo(f"wrote {report.output} ({report.output.stat().st_size / 1e6:.1f} MB)")
 
 
+def _write_json(path: Path, figures: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+    typer.echo(f"wrote {path}")
+
+
 def _parse_scales(text: str | None) -> tuple[float, ...] | None:
+    """``--scales`` as numbers (engines_at_scales checks that they are positive)."""
     if text is None:
         return None
     try:
-        scales = tuple(float(v) for v in text.split(","))
+        return tuple(float(v) for v in text.split(","))
     except ValueError:
         raise ValueError(f"--scales is a comma-separated list of numbers, e.g. 0.75,1,1.5, not '{text}'") from None
-    if min(scales) <= 0:
-        raise ValueError(f"--scales must be positive, got {text}")
-    return scales
 
 
 def _box_source(meta, detections: Path | None, gt_boxes: bool, person_model: Path | None):
@@ -552,9 +552,7 @@ def bench(
                        engine_options={"fp16": fp16, "cuda_graphs": cuda_graphs}, person_model=person_model)
     typer.echo(format_bench(report))
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
-        typer.echo(f"wrote {json_out}")
+        _write_json(json_out, report)
 
 
 @app.command()

@@ -17,7 +17,7 @@ from rtpose.decoder import People, input_to_map, map_to_input
 from rtpose.fast_decoder import decode_outputs
 from rtpose.engine import Engine
 from rtpose.model_meta import UINT8_NHWC_BGR, DecoderConfig, ModelMeta
-from rtpose.preprocess import Letterbox, preprocess
+from rtpose.preprocess import Letterbox, letterbox_transform, preprocess
 from rtpose.skeleton import Skeleton
 
 
@@ -54,7 +54,7 @@ def estimate_scales(engines: list[Engine], images: list[np.ndarray], config: Dec
     base = engines[0].meta
     people = []
     for image in images:
-        _, box = preprocess(image, base)
+        box = letterbox_transform(image.shape[1], image.shape[0], base.input_width, base.input_height)
         total = None
         for engine in engines:
             tensor, box_s = preprocess(image, engine.meta)

@@ -14,9 +14,9 @@ import onnxruntime
 
 import rtpose
 from rtpose.engine import Engine, open_engine
-from rtpose.pipeline import THREADS, Pipeline, RunOptions, close_all
 from rtpose.estimate import estimate
-from rtpose.preprocess import network_input, preprocess
+from rtpose.pipeline import THREADS, Pipeline, RunOptions, close_all
+from rtpose.preprocess import preprocess
 from rtpose.progress import Progress
 from rtpose.sinks import JsonLinesSink, Sink, VideoSink, WindowSink
 from rtpose.sources import Reconnect, Source, SourceError, open_source
@@ -245,9 +245,7 @@ def engine_only_fps(engine: Engine, images: list[np.ndarray], topdown: TopDown |
 def _person_crops(engine: Engine, topdown: TopDown, image: np.ndarray) -> list[np.ndarray]:
     """The top-down model's input batches for one frame, as the pipeline would make them."""
     people = estimate(engine, [image])[0]
-    canvases = topdown.crops(image, boxes_from_people(people)[0]).images
-    return [network_input(canvases[i:i + topdown.batch], topdown.meta)
-            for i in range(0, len(canvases), topdown.batch)]
+    return topdown.inputs(topdown.crops(image, boxes_from_people(people)[0]).images)
 
 
 def bench(source_specs: list[str] | str, model: str | Path, frames: int | None = None,

@@ -31,6 +31,7 @@ import numpy as np
 
 from rtpose.decoder import People
 from rtpose.engine import Engine
+from rtpose.estimate import mirror_input
 from rtpose.model_meta import ModelMeta
 from rtpose.preprocess import PAD_VALUE, network_input
 
@@ -167,7 +168,7 @@ class TopDown:
     """
 
     def __init__(self, engine: Engine, flip: bool = False, batch: int = 16) -> None:
-        if engine.meta.approach != TOP_DOWN:
+        if not is_top_down(engine.meta):
             raise ValueError(f"{engine.meta.architecture} is a {engine.meta.approach} model, not a top-down one")
         self.engine, self.meta, self.flip = engine, engine.meta, flip
         self.batch = min(batch, getattr(engine, "max_batch", None) or batch)
@@ -181,14 +182,17 @@ class TopDown:
         areas = np.array([s[0] * s[1] for _, s in regions], np.float64)
         return Crops(canvases, matrices, areas)
 
+    def inputs(self, canvases: np.ndarray) -> list[np.ndarray]:
+        """The model's input batches for ``[N, H, W, 3]`` BGR crops, at most ``batch`` crops each."""
+        return [network_input(canvases[i:i + self.batch], self.meta) for i in range(0, len(canvases), self.batch)]
+
     def heatmaps(self, canvases: np.ndarray) -> np.ndarray:
         """``[N, K, h, w]`` heatmaps of ``[N, H, W, 3]`` BGR crops, in batches (and mirrored, with ``flip``)."""
         out = []
-        for start in range(0, len(canvases), self.batch):
-            part = canvases[start:start + self.batch]
-            maps = self.engine.infer(network_input(part, self.meta))[0]
+        for batch in self.inputs(canvases):
+            maps = self.engine.infer(batch)[0]
             if self.flip:
-                mirrored = self.engine.infer(network_input(np.ascontiguousarray(part[:, :, ::-1]), self.meta))[0]
+                mirrored = self.engine.infer(mirror_input(batch, self.meta))[0]
                 maps = (maps + mirror_heatmaps(mirrored, self.meta.skeleton.flip_permutation)) / 2
             out.append(maps)
         k = self.meta.skeleton.num_keypoints

@@ -14,6 +14,7 @@ import pytest
 
 from rtpose.decoder import decode
 from rtpose.model_meta import DecoderConfig, ModelMeta
+from tests.conftest import TINY_MODEL
 from trainer.annotations import load_keypoint_set
 from trainer.config import ConfigError, load_config
 from trainer.data import Augmentation, PoseDataset
@@ -156,8 +157,7 @@ def test_one_epoch_with_augmentation_on_the_real_samples(shared_data, tmp_path, 
     path = tmp_path / "exp.yaml"
     path.write_text(
         f"train_annotations: {shared_data / SETS[name]}\ntrain_images: {shared_data / name}\n"
-        f"output_dir: {tmp_path / 'run'}\ninput_width: 128\ninput_height: 96\n"
-        "widths: [8, 8, 16, 16, 16]\nneck_width: 16\nhead_width: 16\nepochs: 1\nbatch_size: 2\n"
+        f"output_dir: {tmp_path / 'run'}\n" + TINY_MODEL + "epochs: 1\nbatch_size: 2\n"
         f"workers: {workers}\nflip_prob: 0.5\nscale_range: [0.7, 1.4]\nrotation_deg: 30\ntranslation: 0.1\n"
         "colour_jitter: 0.3\n")
     last = train(load_config(path), log=lambda *_: None)

@@ -41,12 +41,6 @@ def int8_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def real_images(shared_data):
-    paths = sorted(shared_data.glob("coco/*.jpg")) + sorted(shared_data.glob("crowdpose/*.jpg"))
-    return [cv2.imread(str(p)) for p in paths]
-
-
-@pytest.fixture(scope="module")
 def tiny_val(tmp_path_factory):
     """8 synthetic scenes (seed 2, as data/synth_val) in COCO format: CI has no data/ folder."""
     root = tmp_path_factory.mktemp("val")
@@ -87,21 +81,21 @@ def test_qdq_file_holds_only_symmetric_int8_with_per_channel_conv_weights(int8_m
 
 
 def test_int8_model_runs_through_open_engine_with_its_metadata_and_stays_close_on_real_images(int8_model,
-                                                                                              real_images):
+                                                                                              coco_crowdpose_images):
     path, _ = int8_model
     fp32, int8 = open_engine(DEFAULT_MODEL), open_engine(path)
     assert type(int8).__name__ == "OnnxRuntimeEngine"
     assert int8.meta.skeleton == fp32.meta.skeleton and int8.meta.output_names == fp32.meta.output_names
     assert (int8.meta.input_width, int8.meta.input_height, int8.meta.mean) == \
            (fp32.meta.input_width, fp32.meta.input_height, fp32.meta.mean)
-    for image in real_images:
+    for image in coco_crowdpose_images:
         x = preprocess(image, fp32.meta)[0]
         for name, a, b in zip(fp32.meta.output_names, fp32.infer(x), int8.infer(x)):
             assert b.dtype == np.float32 and b.shape == a.shape
             relative = np.linalg.norm(b - a) / np.linalg.norm(a)
             assert relative < 0.3, (name, relative)                       # measured 0.06-0.16
         assert np.abs(int8.infer(x)[0] - fp32.infer(x)[0]).max() < 0.25   # heatmaps: measured 0.06-0.11
-    people_fp32, people_int8 = estimate(fp32, real_images), estimate(int8, real_images)
+    people_fp32, people_int8 = estimate(fp32, coco_crowdpose_images), estimate(int8, coco_crowdpose_images)
     found_fp32 = sum(len(p.scores) for p in people_fp32)
     assert abs(sum(len(p.scores) for p in people_int8) - found_fp32) <= 0.25 * found_fp32
 

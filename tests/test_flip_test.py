@@ -125,14 +125,15 @@ def test_outputs_of_another_scale_resampled_onto_the_model_grid_decode_perfectly
     for record in kset.images:
         image = _read_image(record.path)
         tensor, box = preprocess(image, meta)
+        base_tensor, base_box = preprocess(image, base)
         outputs = tuple(o[0] for o in engine.infer(tensor))
-        resampled = resample_outputs(outputs, meta, box, base, preprocess(image, base)[1])
+        resampled = resample_outputs(outputs, meta, box, base, base_box)
         assert resampled[0].shape == (17, base.map_height, base.map_width)
         # Guiding offsets are vectors: resampled, they must have the lengths the 1x targets have.
-        want = at_base.infer(preprocess(image, base)[0])[1][0]
+        want = at_base.infer(base_tensor)[1][0]
         strong = np.abs(want) > 0.5
         ratios.extend(resampled[1][strong] / want[strong])
-        people = decode_outputs(resampled, base).map_xy(preprocess(image, base)[1].to_original)
+        people = decode_outputs(resampled, base).map_xy(base_box.to_original)
         results += people_to_coco(record.image_id, people)
     stats, _ = coco_keypoint_eval(load_coco_gt(kset), results, kset.skeleton)
     assert stats["AP"] >= 0.9

@@ -126,14 +126,14 @@ def test_coco_ap_equals_a_direct_cocoeval_call(shared_data, tmp_path):
 
 def train_tiny_model(annotations, images, out):
     """A tiny bottom-up model trained one epoch on a sample set; its checkpoint."""
+    from tests.conftest import TINY_MODEL
     from trainer.config import load_config
     from trainer.train import train
 
     config = out / "exp.yaml"
     config.write_text(
-        f"train_annotations: {annotations}\ntrain_images: {images}\noutput_dir: {out / 'run'}\n"
-        "input_width: 128\ninput_height: 96\nwidths: [8, 8, 16, 16, 16]\nneck_width: 16\nhead_width: 16\n"
-        "epochs: 1\nbatch_size: 2\nworkers: 0\n")
+        f"train_annotations: {annotations}\ntrain_images: {images}\noutput_dir: {out / 'run'}\n" + TINY_MODEL
+        + "epochs: 1\nbatch_size: 2\nworkers: 0\n")
     return train(load_config(config), log=lambda *_: None)
 
 

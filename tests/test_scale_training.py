@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from rtpose.cli import app
 from rtpose.synthetic.scene import SceneConfig, write_dataset
 from trainer.checkpoint import read_checkpoint
+from tests.conftest import TINY_MODEL
 from trainer.config import ConfigError, config_from_dict
 
 runner = CliRunner()
-TINY_MODEL = "input_width: 128\ninput_height: 96\nwidths: [8, 8, 16, 16, 16]\nneck_width: 16\nhead_width: 16\n"
 
 
 @pytest.fixture(scope="module")

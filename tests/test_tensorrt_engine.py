@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import fakes
 import numpy as np
 import onnx
@@ -41,12 +40,6 @@ def gpu(monkeypatch):
     fakes.uninstall_users()
 
 
-@pytest.fixture(scope="module")
-def real_images(shared_data):
-    paths = sorted(shared_data.glob("coco/*.jpg")) + sorted(shared_data.glob("crowdpose/*.jpg"))
-    return [cv2.imread(str(p)) for p in paths]
-
-
 @pytest.fixture
 def engine_file(gpu, tmp_path):
     from export.tensorrt_build import export_tensorrt
@@ -70,12 +63,13 @@ def test_build_writes_header_and_a_strongly_typed_plan_with_the_batch_profile(en
     assert header["workspace"] == 2 << 30
 
 
-def test_engine_matches_onnxruntime_on_real_images_for_every_batch_size(engine_file, real_images, gpu):
+def test_engine_matches_onnxruntime_on_real_images_for_every_batch_size(engine_file, coco_crowdpose_images, gpu):
     engine = open_engine(engine_file)
     assert type(engine).__name__ == "TensorRTEngine" and engine.max_batch == MAX_BATCH
     reference = OnnxRuntimeEngine(DEFAULT_MODEL)                  # the float model, normalised on the host
     for n in range(1, MAX_BATCH + 1):
-        images = [real_images[(n + i) % len(real_images)] for i in range(n)]   # a different mix each time
+        photos = coco_crowdpose_images
+        images = [photos[(n + i) % len(photos)] for i in range(n)]   # a different mix each time
         batch = np.concatenate([preprocess(im, engine.meta)[0] for im in images])
         assert batch.dtype == np.uint8 and batch.shape == (n, 256, 320, 3)
         got, expected = engine.infer(batch), reference.infer(float_batch(images, reference.meta))
@@ -149,13 +143,13 @@ def test_fake_rejects_what_tensorrt_rejects(engine_file, gpu):
     gpu.cudaStreamDestroy(stream)
 
 
-def test_float_input_engine_and_half_outputs(gpu, tmp_path, real_images):
+def test_float_input_engine_and_half_outputs(gpu, tmp_path, coco_crowdpose_images):
     from export.tensorrt_build import build_engine, export_tensorrt
     path, _ = export_tensorrt(DEFAULT_MODEL, tmp_path / "float.engine", max_batch=2, input_format=FLOAT32_NCHW_RGB,
                               check=False)
     engine = open_engine(path)
     reference = OnnxRuntimeEngine(DEFAULT_MODEL)
-    batch = float_batch(real_images[:2], engine.meta)
+    batch = float_batch(coco_crowdpose_images[:2], engine.meta)
     assert engine._buffers["image"].dtype == np.float32
     for a, b in zip(engine.infer(batch), reference.infer(batch)):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
@@ -178,10 +172,10 @@ def test_float_input_engine_and_half_outputs(gpu, tmp_path, real_images):
     engine.close()
 
 
-def test_people_through_the_runtime_path_match_onnxruntime(engine_file, real_images, gpu):
+def test_people_through_the_runtime_path_match_onnxruntime(engine_file, coco_crowdpose_images, gpu):
     engine = open_engine(engine_file)
-    got = estimate(engine, real_images[:MAX_BATCH])
-    expected = estimate(OnnxRuntimeEngine(DEFAULT_MODEL), real_images[:MAX_BATCH])
+    got = estimate(engine, coco_crowdpose_images[:MAX_BATCH])
+    expected = estimate(OnnxRuntimeEngine(DEFAULT_MODEL), coco_crowdpose_images[:MAX_BATCH])
     for a, b in zip(got, expected):
         np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-4)
     engine.close()

@@ -12,6 +12,7 @@ from rtpose.cli import app
 from rtpose.engine.onnxruntime_engine import OnnxRuntimeEngine
 from rtpose.model_meta import META_KEY, DecoderConfig, ModelMeta
 from rtpose.synthetic.scene import SceneConfig, write_dataset
+from tests.conftest import TINY_MODEL
 from trainer.annotations import load_keypoint_set
 from trainer.checkpoint import CheckpointEngine, read_checkpoint
 from trainer.evaluate import evaluate
@@ -29,9 +30,7 @@ def tiny_run(tmp_path_factory):
     config.write_text(
         f"train_annotations: {root / 'train/annotations.json'}\n"
         f"val_annotations: {root / 'val/annotations.json'}\n"
-        f"output_dir: {root / 'run'}\n"
-        "input_width: 128\ninput_height: 96\nwidths: [8, 8, 16, 16, 16]\nneck_width: 16\nhead_width: 16\n"
-        "epochs: 2\nbatch_size: 4\nworkers: 0\n")
+        f"output_dir: {root / 'run'}\n" + TINY_MODEL + "epochs: 2\nbatch_size: 4\nworkers: 0\n")
     result = runner.invoke(app, ["train", str(config), "--epochs", "1"])
     assert result.exit_code == 0, result.output
     return root, config

@@ -34,6 +34,8 @@ class ImageRecord:
     # loss is masked there, since they are people the targets do not mark.
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     # [N, 4] x, y, w, h of each person (top-down crops); MPII's: from center and scale.
+    list_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # [N] each person's position in an MPII list file (what MPII's head boxes are ordered by); empty for COCO.
 
 
 @dataclass
@@ -143,14 +145,14 @@ def _from_coco(data: dict, path: Path, root: Path) -> KeypointSet:
 
 def _from_mpii(data: list, path: Path, root: Path) -> KeypointSet:
     """MPII list format: ``{image, joints[16][2], joints_vis[16], center, scale}`` per person."""
-    by_file: dict[str, list[dict]] = {}
+    by_file: dict[str, list[tuple[int, dict]]] = {}     # image -> (position in the list, entry) per person
     try:
-        for entry in data:
-            by_file.setdefault(entry["image"], []).append(entry)
+        for position, entry in enumerate(data):
+            by_file.setdefault(entry["image"], []).append((position, entry))
         images = []
         for i, (name, entries) in enumerate(by_file.items()):
             kps, areas, boxes = [], [], []
-            for e in entries:
+            for _, e in entries:
                 # MPII's coordinates are Matlab's, 1-based; pixels here are 0-based
                 # (as Simple Baselines' lib/dataset/mpii.py converts them).
                 joints = np.asarray(e["joints"], dtype=np.float32).reshape(MPII.num_keypoints, 2) - 1.0
@@ -168,7 +170,8 @@ def _from_mpii(data: list, path: Path, root: Path) -> KeypointSet:
             images.append(ImageRecord(image_id=i + 1, path=root / name, width=0, height=0,
                                       keypoints=np.asarray(kps, dtype=np.float32),
                                       areas=np.asarray(areas, dtype=np.float32),
-                                      boxes=np.asarray(boxes, dtype=np.float32)))
+                                      boxes=np.asarray(boxes, dtype=np.float32),
+                                      list_index=np.asarray([position for position, _ in entries], np.int64)))
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError(f"{path}: malformed MPII entry ({type(exc).__name__}: {exc})") from None
     return KeypointSet(MPII, images, path, is_coco_format=False)

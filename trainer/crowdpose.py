@@ -24,17 +24,16 @@ import contextlib
 import copy
 import io
 
-import numpy as np
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from rtpose.skeleton import Skeleton
 from trainer.annotations import DatasetError
+from trainer.evaluate import keypoint_cocoeval, summarize_cocoeval
 
 CROWD_BOUNDS = (0.2, 0.8)
 LEVELS = ("easy", "medium", "hard")
 OKS_AREA_PER_BOX_AREA = 0.53
-_ALL_AREAS = [0.0, 1e5 ** 2]
+_ONE_AREA = {"all": [0.0, 1e5 ** 2]}      # CrowdPose has no per-size figures
 # (name, IoU threshold or None for 0.50:0.95) over all images, in the toolkit's order.
 _STATS = (("AP", None), ("AP50", 0.5), ("AP75", 0.75), ("AR", None), ("AR50", 0.5), ("AR75", 0.75))
 
@@ -84,33 +83,12 @@ def crowdpose_keypoint_eval(gt: COCO, results: list[dict], skeleton: Skeleton, m
         return stats, crowdpose_table(stats, levels, max_dets)
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes([dict(r) for r in results])            # loadRes writes into the dicts it gets
-    everything = _evaluated(gt, dt, skeleton, sorted(gt.getImgIds()), max_dets)
-    stats = {name: _average(everything, name.startswith("AP"), iou) for name, iou in _STATS}
+    everything = keypoint_cocoeval(gt, dt, skeleton, max_dets, sorted(gt.getImgIds()), _ONE_AREA)
+    stats = {name: summarize_cocoeval(everything, name.startswith("AP"), iou) for name, iou in _STATS}
     for level, ids in levels.items():
-        stats[f"AP_{level}"] = _average(_evaluated(gt, dt, skeleton, ids, max_dets), True, None) if ids else -1.0
+        stats[f"AP_{level}"] = (summarize_cocoeval(keypoint_cocoeval(gt, dt, skeleton, max_dets, ids, _ONE_AREA),
+                                                   True, None) if ids else -1.0)
     return stats, crowdpose_table(stats, levels, max_dets)
-
-
-def _evaluated(gt: COCO, dt: COCO, skeleton: Skeleton, image_ids: list[int], max_dets: int) -> COCOeval:
-    """COCOeval keypoints, evaluated and accumulated over ``image_ids`` with one area range."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        ev = COCOeval(gt, dt, "keypoints")
-        ev.params.kpt_oks_sigmas = np.asarray(skeleton.sigmas, dtype=np.float64)
-        ev.params.maxDets = [max_dets]
-        ev.params.areaRng, ev.params.areaRngLbl = [_ALL_AREAS], ["all"]
-        ev.params.imgIds = list(image_ids)
-        ev.evaluate()
-        ev.accumulate()
-    return ev
-
-
-def _average(ev: COCOeval, precision: bool, iou: float | None) -> float:
-    """Mean precision (or recall) over the IoU thresholds, or at ``iou``; -1 where nobody is annotated."""
-    values = ev.eval["precision"][..., 0, -1] if precision else ev.eval["recall"][..., 0, -1]
-    if iou is not None:
-        values = values[np.flatnonzero(np.isclose(ev.params.iouThrs, iou))]
-    values = values[values > -1]
-    return float(values.mean()) if values.size else -1.0
 
 
 def crowdpose_table(stats: dict[str, float], levels: dict[str, list[int]], max_dets: int = 20) -> str:

@@ -19,6 +19,7 @@ import torch
 from rtpose.decoder import input_to_map
 from rtpose.model_meta import ModelMeta
 from rtpose.preprocess import PAD_VALUE, letterbox, letterbox_transform, normalize
+from rtpose.topdown import apply_affine
 from trainer.annotations import DatasetError, KeypointSet
 from trainer.targets import encode
 
@@ -91,7 +92,7 @@ class PoseDataset(torch.utils.data.Dataset):
             # Without geometric augmentation, exactly the runtime's letterbox.
             canvas, _ = letterbox(image, self.meta.input_width, self.meta.input_height)
         keypoints = record.keypoints.copy()
-        keypoints[..., :2] = _apply(matrix, keypoints[..., :2])
+        keypoints[..., :2] = apply_affine(matrix, keypoints[..., :2])
         keypoints = self._outside_unlabelled(keypoints)
         # Rotation keeps areas; only the scale changes them.
         areas = record.areas * abs(np.linalg.det(matrix[:, :2]))
@@ -140,16 +141,12 @@ class PoseDataset(torch.utils.data.Dataset):
         return image[:, ::-1].copy(), keypoints, (None if ignore is None else ignore[:, ::-1].copy())
 
 
-def _apply(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    return (np.asarray(xy, dtype=np.float64) @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
-
-
 def _boxes_through(matrix: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """The axis-aligned boxes around x, y, w, h boxes carried through ``matrix``: [M, 2, 2]."""
     if len(boxes) == 0:
         return np.zeros((0, 2, 2), np.float32)
     x0, y0, x1, y1 = boxes[:, 0], boxes[:, 1], boxes[:, 0] + boxes[:, 2], boxes[:, 1] + boxes[:, 3]
-    corners = _apply(matrix, np.stack([np.stack([x0, y0], 1), np.stack([x1, y0], 1),
+    corners = apply_affine(matrix, np.stack([np.stack([x0, y0], 1), np.stack([x1, y0], 1),
                                        np.stack([x0, y1], 1), np.stack([x1, y1], 1)], axis=1))
     return np.stack([corners.min(axis=1), corners.max(axis=1)], axis=1)
 

@@ -29,7 +29,6 @@ from rtpose.model_meta import DecoderConfig
 from rtpose.skeleton import CROWDPOSE, Skeleton
 from rtpose.topdown import TopDown, boxes_from_people, is_top_down
 from trainer.annotations import DatasetError, ImageRecord, KeypointSet
-from trainer.crowdpose import crowdpose_keypoint_eval
 
 # Per image: x, y, w, h person boxes [N, 4] and their scores [N].
 BoxSource = Callable[[ImageRecord, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -65,17 +64,32 @@ def coco_keypoint_eval(gt: COCO, results: list[dict], skeleton: Skeleton, max_de
         return stats, _table(stats, max_dets)
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(results)
-        ev = COCOeval(gt, dt, "keypoints")
-        ev.params.kpt_oks_sigmas = np.asarray(skeleton.sigmas, dtype=np.float64)
-        ev.params.maxDets = [max_dets]
-        ev.params.imgIds = sorted(gt.getImgIds())
-        ev.evaluate()
-        ev.accumulate()
-    stats = {name: _summarize(ev, name.startswith("AP"), iou, area) for name, iou, area in _STATS}
+    ev = keypoint_cocoeval(gt, dt, skeleton, max_dets, sorted(gt.getImgIds()))
+    stats = {name: summarize_cocoeval(ev, name.startswith("AP"), iou, area) for name, iou, area in _STATS}
     return stats, _table(stats, max_dets)
 
 
-def _summarize(ev: COCOeval, precision: bool, iou: float | None, area: str) -> float:
+def keypoint_cocoeval(gt: COCO, dt: COCO, skeleton: Skeleton, max_dets: int, image_ids: list[int],
+                      area_ranges: dict[str, list[float]] | None = None) -> COCOeval:
+    """pycocotools' keypoint COCOeval over ``image_ids`` with the skeleton's sigmas, evaluated and accumulated.
+
+    ``area_ranges``: label -> [min, max] in place of COCO's all/medium/large.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, dt, "keypoints")
+        ev.params.kpt_oks_sigmas = np.asarray(skeleton.sigmas, dtype=np.float64)
+        ev.params.maxDets = [max_dets]
+        if area_ranges is not None:
+            ev.params.areaRngLbl, ev.params.areaRng = list(area_ranges), list(area_ranges.values())
+        ev.params.imgIds = list(image_ids)
+        ev.evaluate()
+        ev.accumulate()
+    return ev
+
+
+def summarize_cocoeval(ev: COCOeval, precision: bool, iou: float | None, area: str = "all") -> float:
+    """Mean precision (or recall) over the IoU thresholds, or at ``iou``, for one area range; -1 where nobody
+    is annotated."""
     p = ev.params
     a = p.areaRngLbl.index(area)
     values = ev.eval["precision"][:, :, :, a, -1] if precision else ev.eval["recall"][:, :, a, -1]
@@ -120,6 +134,7 @@ def evaluate(engine: Engine, kset: KeypointSet, config: DecoderConfig | None = N
             progress(len(records))
     if kset.skeleton.name == CROWDPOSE.name:
         # CrowdPose's own figures: AP by crowd level, its OKS areas (its files have none).
+        from trainer.crowdpose import crowdpose_keypoint_eval   # it builds on this module's COCOeval helpers
         stats, table = crowdpose_keypoint_eval(gt, results, kset.skeleton, max_dets)
     else:
         stats, table = coco_keypoint_eval(gt, results, kset.skeleton, max_dets)

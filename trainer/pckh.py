@@ -123,27 +123,19 @@ def _one_line(exc: Exception) -> str:
 def head_sizes_per_image(kset: KeypointSet, head_boxes: np.ndarray) -> list[np.ndarray]:
     """MPII head sizes of each image's people from ``[people, 4]`` head boxes in list-file order.
 
-    The loader groups a list file by image, in order of first appearance; the
-    boxes are grouped the same way, so a list whose people of one image are
-    not consecutive still gets the right box for each person.
+    The loader groups a list file by image and keeps each person's position
+    in the list (``ImageRecord.list_index``), so a list whose people of one
+    image are not consecutive still gets the right box for each person.
     """
-    entries = json.loads(Path(kset.annotation_file).read_text())
-    if not isinstance(entries, list):
-        raise DatasetError(f"{kset.annotation_file}: head boxes go with an MPII list file, in its order")
-    by_file: dict[str, list[int]] = {}
-    for i, entry in enumerate(entries):
-        by_file.setdefault(entry["image"], []).append(i)
     people = sum(len(r.keypoints) for r in kset.images)
-    if len(head_boxes) != len(entries) or len(entries) != people:
-        raise DatasetError(f"{kset.annotation_file}: {len(head_boxes)} head boxes, {len(entries)} people "
-                           f"in the file and {people} evaluated")
-    if len(by_file) != len(kset.images):
-        raise DatasetError(f"{kset.annotation_file}: {len(by_file)} images in the file, {len(kset.images)} evaluated")
-    for record, (name, indices) in zip(kset.images, by_file.items()):
-        if record.path.name != Path(name).name or len(record.keypoints) != len(indices):
-            raise DatasetError(f"{kset.annotation_file}: people of {name} do not match the evaluated set")
+    if len(head_boxes) != people:
+        raise DatasetError(f"{kset.annotation_file}: {len(head_boxes)} head boxes, {people} people evaluated")
+    positions = np.concatenate([r.list_index for r in kset.images]) if kset.images else np.zeros(0, np.int64)
+    if not np.array_equal(np.sort(positions), np.arange(people)):
+        raise DatasetError(f"{kset.annotation_file}: head boxes go with the people of one MPII list file, "
+                           "in its order")
     sizes = head_sizes_from_boxes(head_boxes)
-    return [sizes[indices] for indices in by_file.values()]
+    return [sizes[r.list_index] for r in kset.images]
 
 
 def head_sizes_from_joints(joints: np.ndarray) -> np.ndarray:
@@ -178,7 +170,8 @@ def pckh_table(predicted: np.ndarray, ground_truth: np.ndarray, visible: np.ndar
     weights = counts.astype(np.float64)
     weights[list(_NOT_IN_MEAN)] = 0.0
     in_mean = weights > 0
-    table["mean"] = float(np.sum(per_joint[in_mean] * weights[in_mean]) / weights.sum()) if weights.sum() else float("nan")
+    total = weights.sum()
+    table["mean"] = float(np.sum(per_joint[in_mean] * weights[in_mean]) / total) if total else float("nan")
     return table
 
 
