@@ -56,6 +56,7 @@ class TrainConfig:
     amp: bool = False                         # mixed precision: float16 + loss scaling on CUDA, bfloat16 on CPU
     grad_clip: float = 0.0                    # max global gradient norm; 0 = no clipping
     ema_decay: float = 0.0                    # exponential moving average of the weights, e.g. 0.999; 0 = off
+    compile_loss: bool = False                # torch.compile the losses (fused loops; needs a C++ compiler)
     # augmentation beyond flips; these defaults leave it off
     scale_range: tuple[float, float] = (1.0, 1.0)   # person size factor, log-uniform in [min, max]
     rotation_deg: float = 0.0                       # uniform in [-r, r] degrees
@@ -122,8 +123,9 @@ def config_from_dict(d: dict, source: str = "config") -> TrainConfig:
     if config.backbone_weights and not config.top_down:
         raise ConfigError(f"{source}: 'backbone_weights' is for architecture pose_resnet (ImageNet ResNets); "
                           "use 'init_weights' for a whole simplepose state dict")
-    if not isinstance(config.amp, bool):
-        raise ConfigError(f"{source}: 'amp' must be true or false, got {config.amp!r}")
+    for name in ("amp", "compile_loss"):
+        if not isinstance(getattr(config, name), bool):
+            raise ConfigError(f"{source}: '{name}' must be true or false, got {getattr(config, name)!r}")
     if not 0 <= config.ema_decay < 1:
         raise ConfigError(f"{source}: 'ema_decay' must be in [0, 1) (0 = off), got {config.ema_decay!r}")
     if config.grad_clip < 0:

@@ -44,31 +44,30 @@ def encode(keypoints: np.ndarray, areas: np.ndarray, meta: ModelMeta,
     ``[h, w]`` map-sized mask, true where the heatmap loss must be ignored.
     """
     skeleton = meta.skeleton
-    h, w = meta.map_height, meta.map_width
-    heatmaps = np.zeros((skeleton.num_keypoints, h, w), dtype=np.float32)
-    limbs = skeleton.directed_limbs
+    h, w, k = meta.map_height, meta.map_width, skeleton.num_keypoints
+    limbs = np.array(skeleton.directed_limbs, dtype=np.int64).reshape(-1, 2)
+    heatmaps = np.zeros((k, h, w), dtype=np.float32)
     offsets = np.zeros((2 * len(limbs), h, w), dtype=np.float32)
     offset_mask = np.zeros((len(limbs), h, w), dtype=np.float32)
-    nearest = np.full((len(limbs), h, w), np.inf, dtype=np.float32)
-    refinements = np.zeros((2 * skeleton.num_keypoints, h, w), dtype=np.float32)
-    refinement_mask = np.zeros((skeleton.num_keypoints, h, w), dtype=np.float32)
-    nearest_keypoint = np.full((skeleton.num_keypoints, h, w), np.inf, dtype=np.float32)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    refinements = np.zeros((2 * k, h, w), dtype=np.float32)
+    refinement_mask = np.zeros((k, h, w), dtype=np.float32)
 
-    for person, area in zip(np.asarray(keypoints, dtype=np.float32), np.asarray(areas, dtype=np.float32)):
-        labelled = person[:, 2] > 0
-        uv = input_to_map(person[:, :2], meta.stride)
-        sigma = person_sigma(float(area), meta.stride)
-        for k in np.flatnonzero(labelled):
-            _draw_gaussian(heatmaps[k], xs, ys, uv[k], sigma)
-            # A refinement is an offset from a cell to the keypoint itself.
-            _draw_offset(refinements[2 * k:2 * k + 2], refinement_mask[k], nearest_keypoint[k], xs, ys,
-                         uv[k], uv[k], REFINEMENT_RADIUS, 1.0)
-        radius = max(2.0, 1.5 * sigma)
-        for d, (a, b) in enumerate(limbs):
-            if labelled[a] and labelled[b]:
-                _draw_offset(offsets[2 * d:2 * d + 2], offset_mask[d], nearest[d], xs, ys,
-                             uv[a], uv[b], radius, meta.offset_scale)
+    people = np.asarray(keypoints, dtype=np.float32).reshape(-1, k, 3)
+    labelled = people[:, :, 2] > 0                                    # [N, K]
+    uv = input_to_map(people[:, :, :2], meta.stride)                   # [N, K, 2]
+    sigmas = np.array([person_sigma(float(a), meta.stride) for a in np.asarray(areas, dtype=np.float32)])
+    # One entry per (person, keypoint) and per (person, directed limb), in
+    # person order: where two people's windows meet, the nearer source wins
+    # and, at equal distance, the earlier person.
+    person, kp = np.nonzero(labelled)
+    _draw_gaussians(heatmaps, kp, uv[person, kp], sigmas[person])
+    # A refinement is an offset from a cell to the keypoint itself.
+    _draw_offsets(refinements, refinement_mask, kp, uv[person, kp], uv[person, kp],
+                  np.full(len(kp), REFINEMENT_RADIUS), 1.0)
+    person, limb = np.nonzero(labelled[:, limbs[:, 0]] & labelled[:, limbs[:, 1]])
+    radii = np.maximum(2.0, 1.5 * sigmas[person])
+    _draw_offsets(offsets, offset_mask, limb, uv[person, limbs[limb, 0]], uv[person, limbs[limb, 1]],
+                  radii, meta.offset_scale)
 
     heatmap_mask = np.ones((h, w), dtype=np.float32)
     if ignore is not None:
@@ -76,32 +75,51 @@ def encode(keypoints: np.ndarray, areas: np.ndarray, meta: ModelMeta,
     return Targets(heatmaps, heatmap_mask, offsets, offset_mask, refinements, refinement_mask)
 
 
-def _window(center: np.ndarray, radius: float, w: int, h: int) -> tuple[slice, slice] | None:
-    x0, x1 = int(np.floor(center[0] - radius)), int(np.ceil(center[0] + radius)) + 1
-    y0, y1 = int(np.floor(center[1] - radius)), int(np.ceil(center[1] + radius)) + 1
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if x0 >= x1 or y0 >= y1:
-        return None
-    return slice(y0, y1), slice(x0, x1)
+def _window_cells(centers: np.ndarray, radii: np.ndarray, w: int, h: int):
+    """Every map cell of each entry's square window ``[floor(c - r), ceil(c + r)]``, clipped to the map.
+
+    Returns ``(entry, y, x, d2)``: the entry each cell belongs to, the cell and its squared
+    distance to the entry's centre (float32, as the maps are).
+    """
+    centers = np.asarray(centers, dtype=np.float32).reshape(-1, 2)
+    r = np.asarray(radii, dtype=np.float32)[:, None]
+    lo = np.maximum(np.floor(centers - r).astype(np.int64), 0)
+    hi = np.minimum(np.ceil(centers + r).astype(np.int64) + 1, [w, h])
+    size = int((hi - lo).max(initial=0))
+    steps = np.arange(size)
+    x = lo[:, 0, None, None] + steps[None, None, :]
+    y = lo[:, 1, None, None] + steps[None, :, None]
+    inside = (x < hi[:, 0, None, None]) & (y < hi[:, 1, None, None])
+    entry, y, x = (np.broadcast_to(a, inside.shape)[inside]
+                   for a in (np.arange(len(centers))[:, None, None], y, x))
+    d2 = (x.astype(np.float32) - centers[entry, 0]) ** 2 + (y.astype(np.float32) - centers[entry, 1]) ** 2
+    return entry, y, x, d2
 
 
-def _draw_gaussian(heatmap: np.ndarray, xs: np.ndarray, ys: np.ndarray, center: np.ndarray, sigma: float) -> None:
-    win = _window(center, 3 * sigma, heatmap.shape[1], heatmap.shape[0])
-    if win is None:
-        return
-    d2 = (xs[win] - center[0]) ** 2 + (ys[win] - center[1]) ** 2
-    np.maximum(heatmap[win], np.exp(-d2 / (2 * sigma * sigma)), out=heatmap[win])
+def _draw_gaussians(heatmaps: np.ndarray, channels: np.ndarray, centers: np.ndarray, sigmas: np.ndarray) -> None:
+    """Max-merge a Gaussian of ``sigmas[i]`` at ``centers[i]`` into ``heatmaps[channels[i]]`` (3 sigma windows)."""
+    _, h, w = heatmaps.shape
+    entry, y, x, d2 = _window_cells(centers, 3 * np.asarray(sigmas), w, h)
+    two_var = (2 * np.asarray(sigmas) ** 2).astype(np.float32)
+    np.maximum.at(heatmaps, (channels[entry], y, x), np.exp(-d2 / two_var[entry]))
 
 
-def _draw_offset(offset: np.ndarray, mask: np.ndarray, nearest: np.ndarray, xs: np.ndarray, ys: np.ndarray,
-                 src: np.ndarray, dst: np.ndarray, radius: float, scale: float) -> None:
-    """Around ``src``, the vector to ``dst``; where people overlap the nearer source wins."""
-    win = _window(src, radius, mask.shape[1], mask.shape[0])
-    if win is None:
-        return
-    d2 = (xs[win] - src[0]) ** 2 + (ys[win] - src[1]) ** 2
-    take = (d2 <= radius * radius) & (d2 < nearest[win])
-    nearest[win][take] = d2[take]
-    mask[win][take] = 1.0
-    offset[0][win][take] = (dst[0] - xs[win][take]) / scale
-    offset[1][win][take] = (dst[1] - ys[win][take]) / scale
+def _draw_offsets(offsets: np.ndarray, mask: np.ndarray, channels: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                  radii: np.ndarray, scale: float) -> None:
+    """Within ``radii[i]`` of ``src[i]``, the vector to ``dst[i]`` in channel pair ``channels[i]``.
+
+    Where entries of one channel overlap, the nearer source wins (the earlier entry on a tie).
+    """
+    _, h, w = mask.shape
+    entry, y, x, d2 = _window_cells(src, radii, w, h)
+    near = d2 <= (np.asarray(radii) ** 2).astype(np.float32)[entry]
+    entry, y, x, d2 = entry[near], y[near], x[near], d2[near]
+    cell = (channels[entry] * h + y) * w + x
+    order = np.lexsort((entry, d2, cell))              # by cell, then distance, then entry
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = cell[order[1:]] != cell[order[:-1]]
+    win = order[first]
+    c, y, x, dst = channels[entry[win]], y[win], x[win], np.asarray(dst, dtype=np.float32).reshape(-1, 2)[entry[win]]
+    mask[c, y, x] = 1.0
+    offsets[2 * c, y, x] = (dst[:, 0] - x.astype(np.float32)) / np.float32(scale)
+    offsets[2 * c + 1, y, x] = (dst[:, 1] - y.astype(np.float32)) / np.float32(scale)

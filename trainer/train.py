@@ -239,7 +239,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, config: TrainConfig, ep
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     # CUDA autocasts to float16 (with the scaler); CPU to bfloat16, the type its matmul kernels speed up.
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    criterion = topdown_losses if config.top_down else bottomup_losses
+    criterion = loss_function(config)
     sums: dict[str, float] = {}
     started = time.perf_counter()
     stream = None if show_progress else io.StringIO()
@@ -275,6 +275,31 @@ def train_one_epoch(model, loader, optimizer, scheduler, config: TrainConfig, ep
     seconds = time.perf_counter() - started
     return {**{k: v / n for k, v in sums.items()}, "lr": scheduler.get_last_lr()[0],
             "seconds": round(seconds, 1), "images_per_second": round(len(loader.dataset) / seconds, 1)}
+
+
+def loss_function(config: TrainConfig, log=print):
+    """The losses of the config's approach; with ``compile_loss``, compiled by torch.compile.
+
+    The losses are a dozen elementwise passes over every output map: unfused
+    they took about a third of a CPU training step, fused 1.5x faster steps
+    (benchmarks/README.md). Compiling needs a C++ compiler; where it fails, the
+    first call says so in one line and training goes on with the plain function.
+    """
+    plain = topdown_losses if config.top_down else bottomup_losses
+    if not config.compile_loss:
+        return plain
+    compiled, state = torch.compile(plain), {"fallback": False}
+
+    def losses(outputs, batch: dict, config: TrainConfig) -> dict[str, torch.Tensor]:
+        if not state["fallback"]:
+            try:
+                return compiled(outputs, batch, config)
+            except Exception as exc:   # torch wraps a missing or broken compiler in several types
+                state["fallback"] = True
+                log(f"compile_loss: torch.compile failed ({type(exc).__name__}); using the plain losses")
+        return plain(outputs, batch, config)
+
+    return losses
 
 
 def bottomup_losses(outputs, batch: dict, config: TrainConfig) -> dict[str, torch.Tensor]:
