@@ -24,8 +24,9 @@ import typer  # noqa: E402
 
 from rtpose.progress import Progress  # noqa: E402
 
+# Help text is plain (no rich markup), so "[x1, y1, x2, y2]" prints as written.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Real-time multi-person pose estimation.")
+                  rich_markup_mode=None, help="Real-time multi-person pose estimation.")
 synth_app = typer.Typer(no_args_is_help=True, help="Make synthetic people: COCO-format datasets and videos.")
 app.add_typer(synth_app, name="synth")
 

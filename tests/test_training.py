@@ -177,3 +177,62 @@ def test_eval_multi_scale_on_a_checkpoint_and_a_clear_line_for_an_onnx(tiny_run,
     assert fixed.exit_code != 0 and "multi-scale needs a checkpoint" in fixed.output
     bad = runner.invoke(app, ["eval", str(root / "run/last.pt"), *args[:2], "--scales", "1,big"])
     assert bad.exit_code != 0 and "--scales is a comma-separated list" in bad.output
+
+
+def _loss_inputs(seed: int = 0):
+    """Model outputs (with gradients) and a batch of targets as the bottom-up losses take them."""
+    g = torch.Generator().manual_seed(seed)
+    n, k, d, h, w = 2, 17, 38, 12, 16
+    outputs = tuple(t.requires_grad_() for t in (torch.rand(n, k, h, w, generator=g),
+                                                 torch.randn(n, 2 * d, h, w, generator=g),
+                                                 torch.randn(n, 2 * k, h, w, generator=g)))
+    heatmaps = torch.rand(n, k, h, w, generator=g) ** 4              # mostly background, some keypoint cells
+    batch = {"heatmaps": heatmaps, "heatmap_mask": (torch.rand(n, h, w, generator=g) > 0.1).float(),
+             "offsets": torch.randn(n, 2 * d, h, w, generator=g),
+             "offset_mask": (torch.rand(n, d, h, w, generator=g) > 0.8).float(),
+             "refinements": torch.randn(n, 2 * k, h, w, generator=g),
+             "refinement_mask": (torch.rand(n, k, h, w, generator=g) > 0.8).float()}
+    return outputs, batch
+
+
+def _losses_and_grads(function, config):
+    outputs, batch = _loss_inputs()
+    losses = function(outputs, batch, config)
+    losses["loss"].backward()
+    return {k: v.detach() for k, v in losses.items()}, [o.grad for o in outputs]
+
+
+def test_compiled_losses_and_their_gradients_equal_the_plain_ones():
+    from trainer.config import TrainConfig
+    from trainer.train import bottomup_losses, loss_function
+    config = TrainConfig(train_annotations="x.json", compile_loss=True)
+    messages = []
+    compiled, compiled_grads = _losses_and_grads(loss_function(config, log=messages.append), config)
+    plain, plain_grads = _losses_and_grads(bottomup_losses, config)
+    assert messages == []                              # compiled, not fallen back
+    assert set(compiled) == set(plain) == {"loss", "heatmap_loss", "offset_loss", "refinement_loss"}
+    for name in plain:
+        torch.testing.assert_close(compiled[name], plain[name], rtol=1e-5, atol=1e-6)
+    for a, b in zip(compiled_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_compile_loss_falls_back_to_the_plain_losses_in_one_line(monkeypatch):
+    from trainer.config import TrainConfig
+    from trainer.train import bottomup_losses, loss_function
+
+    def broken_compile(function):
+        def call(*args):
+            raise RuntimeError("no working C++ compiler")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    config = TrainConfig(train_annotations="x.json", compile_loss=True)
+    messages = []
+    losses = loss_function(config, log=messages.append)
+    first, _ = _losses_and_grads(losses, config)
+    second, _ = _losses_and_grads(losses, config)
+    plain, _ = _losses_and_grads(bottomup_losses, config)
+    assert len(messages) == 1 and "torch.compile failed (RuntimeError)" in messages[0]
+    for name in plain:
+        assert torch.equal(first[name], plain[name]) and torch.equal(second[name], plain[name])
