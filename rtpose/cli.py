@@ -450,7 +450,8 @@ Smooth = Annotated[bool, typer.Option(
 
 
 def _run_options(decoder: dict, overlay: bool, policy: str | None, max_batch: int | None,
-                 max_frames: int | None, in_flight: int, track: bool = False, smooth: bool = True):
+                 max_frames: int | None, in_flight: int, track: bool = False, smooth: bool = True,
+                 render: bool | None = None):
     from rtpose.capture import POLICIES
     from rtpose.pipeline import RunOptions
     from rtpose.tracking import TrackerConfig
@@ -463,7 +464,7 @@ def _run_options(decoder: dict, overlay: bool, policy: str | None, max_batch: in
     # which on 2 cores took 10-30% of the FPS on vtest.avi's crowd.
     tracker = None if not track else TrackerConfig() if smooth else TrackerConfig(smoothing=None)
     return RunOptions(decoder=decoder, overlay=overlay, policy=policy, max_batch=max_batch, max_frames=max_frames,
-                      in_flight=in_flight, track=tracker)
+                      in_flight=in_flight, track=tracker, render=render)
 
 
 def _print_sources(summary: dict) -> None:
@@ -543,11 +544,14 @@ def bench(
     engine_threads: EngineThreads = None,
     fp16: Fp16 = False,
     cuda_graphs: CudaGraphs = False,
+    render: Annotated[bool, typer.Option(
+        help="Draw people and overlay on every frame, as a run writing a video does; --no-render measures "
+             "a JSON-only run, which skips drawing.")] = True,
 ) -> None:
     """FPS, per-stage and end-to-end latency: threaded pipeline, the same work in one thread, the engine alone."""
     from rtpose.runner import DEFAULT_MODEL, Outputs, bench as run_bench, format_bench
     from rtpose.sources import Reconnect
-    options = _run_options({}, True, policy, max_batch, None, in_flight, track)
+    options = _run_options({}, True, policy, max_batch, None, in_flight, track, render=render)
     report = run_bench(source, model or DEFAULT_MODEL, frames, Outputs(video=output), options,
                        engine_threads=engine_threads, reconnect=Reconnect(give_up_after=reconnect_timeout),
                        engine_options={"fp16": fp16, "cuda_graphs": cuda_graphs}, person_model=person_model)

@@ -99,6 +99,9 @@ class RunOptions:
     # queues between stages. Latency is about this many times the slowest stage.
     in_flight: int = 2
     track: TrackerConfig | None = None   # identities across frames (and smoothed keypoints); None: no tracking
+    # Draw people and overlay: None draws only for a source with a sink that uses
+    # the pixels (a video, a window), so a JSON-only run skips drawing.
+    render: bool | None = None
 
 
 Batch = list[Frame]
@@ -128,6 +131,8 @@ class Pipeline:
         self._reads = [0] * len(sources)      # frames read per source, in run_sequential
         self._captured = 0
         self._slots: threading.Semaphore | None = None   # see RunOptions.in_flight
+        self.draws = [options.render if options.render is not None
+                      else any(getattr(s, "uses_pixels", True) for s in source_sinks) for source_sinks in sinks]
         # One tracker per source (a tracker sees one source's frames in order); none without tracking.
         self.trackers = [PoseTracker(self.skeleton, options.track) for _ in sources] if options.track else []
 
@@ -173,7 +178,7 @@ class Pipeline:
             f.smoothed = tracker.config.smoothing is not None
 
     def render(self, batch: Batch) -> None:
-        for f in batch:
+        for f in (f for f in batch if self.draws[f.source]):
             # The original pixels are not needed after this stage: draw on them.
             colours = None if f.track_ids is None else f.track_ids.tolist()
             image = draw_people(f.image, f.people, self.skeleton, self.options.draw_min_score, colours)

@@ -249,7 +249,7 @@ def _person_crops(engine: Engine, topdown: TopDown, image: np.ndarray) -> list[n
 
 
 def bench(source_specs: list[str] | str, model: str | Path, frames: int | None = None,
-          outputs: Outputs = Outputs(), options: RunOptions = RunOptions(overlay=True),
+          outputs: Outputs = Outputs(), options: RunOptions = RunOptions(overlay=True, render=True),
           engine_threads: int | None = None, reconnect: Reconnect = Reconnect(),
           engine_options: dict | None = None, person_model: str | Path | None = None) -> dict:
     """Pipeline, engine-only and sequential figures, measured one after the other in this process.

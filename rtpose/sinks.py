@@ -29,8 +29,12 @@ class StopRequested(Exception):
 
 
 class Sink(Protocol):
+    # Whether write() reads ``frame.rendered``. A run whose sinks all say False
+    # skips drawing; a sink without the attribute counts as one that draws.
+    uses_pixels: bool
+
     def write(self, frame) -> None:
-        """``frame`` is a :class:`rtpose.pipeline.Frame` with ``rendered`` and ``people`` set."""
+        """``frame`` is a :class:`rtpose.pipeline.Frame` with ``people`` set (and ``rendered``, see above)."""
 
     def close(self) -> None: ...
 
@@ -53,6 +57,8 @@ class VideoSink:
     OpenCV's writer does not report failed writes, so the free space of the
     output's file system is checked before each frame.
     """
+
+    uses_pixels = True
 
     def __init__(self, path: str | Path, fps: float) -> None:
         self.path = Path(path)
@@ -117,6 +123,8 @@ class JsonLinesSink:
     file ends with the last whole line.
     """
 
+    uses_pixels = False
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
@@ -156,6 +164,8 @@ class JsonLinesSink:
 
 class WindowSink:
     """``--show``: an OpenCV window; q or Esc ends the run."""
+
+    uses_pixels = True
 
     def __init__(self, title: str = "rtpose") -> None:
         self.title = title

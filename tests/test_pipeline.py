@@ -145,3 +145,24 @@ def test_sequential_run_does_the_same_work():
     sink = RecordingSink()
     frames = Pipeline([ListSource(20)], FakeEngine(), [[sink]]).run_sequential()
     assert len(frames) == 20 and [i for i, _ in sink.seen] == list(range(20))
+
+
+class PosesOnlySink(RecordingSink):
+    """Writes poses only, as the JSON lines sink does: keeps what it was given as pixels."""
+
+    uses_pixels = False
+
+    def write(self, frame):
+        self.seen.append((frame.index, frame.rendered))
+
+
+def test_drawing_is_skipped_where_no_sink_uses_the_pixels_unless_asked_for():
+    poses, pixels = PosesOnlySink(), RecordingSink()     # RecordingSink reads the drawn frame
+    result = run_with_timeout(Pipeline([ListSource(5), ListSource(5)], FakeEngine(), [[poses], [pixels]]))
+    assert "error" not in result
+    assert [r for _, r in poses.seen] == [None] * 5
+    assert len(pixels.seen) == 5
+    forced = PosesOnlySink()
+    assert "error" not in run_with_timeout(Pipeline([ListSource(3)], FakeEngine(), [[forced]],
+                                                    RunOptions(render=True)))
+    assert all(r is not None and r.shape == (48, 64, 3) for _, r in forced.seen)
