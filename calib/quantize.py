@@ -186,11 +186,40 @@ def quantize(prepared: Path, ranges_file: Path, settings: Settings, exclude: Ite
                             nodes_to_exclude=list(exclude), calibrate_method=METHODS[settings.method],
                             extra_options=dict(EXTRA_OPTIONS), calibration_cache_path=str(ranges_file))
         model = onnx.load(str(out))
+    float_layers = set(exclude) if only is None else {n.name for n in model.graph.node
+                                                      if n.op_type in OP_TYPES and n.name not in set(only)}
+    read_float_inputs(model, float_layers)
     keep_outputs_float(model)
     own_qdq_parameters(model)
     drop_unused_initializers(model)
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     return model
+
+
+def read_float_inputs(model: onnx.ModelProto, names: set[str]) -> None:
+    """Layers left in float read the float tensors, not a Q -> DQ copy of them.
+
+    With ``DedicatedQDQPair``, onnxruntime gives every reader of a tensor that
+    some INT8 layer reads its own Q -> DQ pair, the layers it was told to
+    leave alone included: a layer "kept in FP32" still saw INT8-rounded
+    inputs. Each such input is pointed back at the float tensor, and the pair,
+    read by nothing now, is removed.
+    """
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    for node in graph.node:
+        if node.name not in names:
+            continue
+        for i, name in enumerate(node.input):
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    for op_type in ("DequantizeLinear", "QuantizeLinear"):      # DQs first: then their Qs are unread
+        for node in [n for n in graph.node if n.op_type == op_type and n.output[0] not in read]:
+            graph.node.remove(node)
+        read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
 
 
 def keep_outputs_float(model: onnx.ModelProto) -> None:
