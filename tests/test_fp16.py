@@ -46,13 +46,27 @@ def test_fp16_outputs_and_people_match_fp32_on_real_images(fp16_model, real_imag
             assert b.dtype == np.float32
             worst[k] = max(worst[k], float(np.abs(a - b).max()))
     assert worst[0] < 0.01 and worst[1] < 0.05 and worst[2] < 0.05, worst      # measured 1.7e-3, 1.1e-2, 1.1e-2
-    # The people found clearly (score 0.25 or more) are found by both, with
-    # scores within 0.01. Weak ones may differ: FP16 moves scores by about
-    # 1e-3, enough to reorder the greedy grouping of near-equal connections.
+    # The same joints and as many people: every joint of 0.25 or more found by
+    # one is, in nearly all cases, found by the other (same keypoint type,
+    # within 1 px, score within 0.01). Which person a joint goes to may differ:
+    # FP16 moves scores by about 1e-3, enough to reorder the greedy grouping
+    # of near-equal connections (a knee of 0.24 changed hands on one photo).
+    matched = total = 0
     for a, b in zip(estimate(fp32, real_images), estimate(fp16, real_images)):
+        assert len(a.scores) == len(b.scores)
+        assert abs(int((a.scores >= 0.25).sum()) - int((b.scores >= 0.25).sum())) <= 1
         for one, other in ((a, b), (b, a)):
-            strong = np.sort(one.scores[one.scores >= 0.25])[::-1]
-            np.testing.assert_allclose(strong, np.sort(other.scores)[::-1][:len(strong)], atol=0.01)
+            for k, x, y, score in _joints(one, 0.25):
+                same = [(x2, y2, s2) for k2, x2, y2, s2 in _joints(other, 0.0) if k2 == k]
+                matched += any(np.hypot(x2 - x, y2 - y) < 1 and abs(s2 - score) < 0.01 for x2, y2, s2 in same)
+                total += 1
+    assert total > 1000 and matched >= 0.98 * total, (matched, total)        # measured 3686 of 3701
+
+
+def _joints(people, min_score: float) -> list[tuple[int, float, float, float]]:
+    """(keypoint type, x, y, score) of every joint of every person scoring ``min_score`` or more."""
+    return [(k, x, y, s) for person in people.keypoints for k, (x, y, s) in enumerate(person.tolist())
+            if s >= min_score]
 
 
 def test_cli_writes_fp16_and_prints_parity_on_the_images_given(tmp_path, shared_data):
