@@ -138,12 +138,13 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
     last = out / "last.pt"
     # The same figures as metrics.jsonl, for TensorBoard (tensorboard --logdir OUT/tensorboard).
     board = ScalarLog(out / "tensorboard", start_step=start_epoch + 1 if resume else None) if rank == 0 else None
+    criterion = loss_function(config, log)     # compiled once, when compile_loss asks for it
     for epoch in range(start_epoch, config.epochs):
         dataset.epoch = epoch
         if sampler is not None:
             sampler.set_epoch(epoch)
         metrics = train_one_epoch(model, loader, optimizer, scheduler, config, epoch, device, scaler,
-                                  show_progress=rank == 0, ema=ema)
+                                  show_progress=rank == 0, ema=ema, criterion=criterion)
         if world > 1:
             _average_buffers(module, world)
         if rank == 0:
@@ -234,12 +235,13 @@ def warmup_ema(decay: float):
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, config: TrainConfig, epoch: int, device,
-                    scaler: torch.amp.GradScaler | None = None, show_progress: bool = True, ema=None) -> dict:
+                    scaler: torch.amp.GradScaler | None = None, show_progress: bool = True, ema=None,
+                    criterion=None) -> dict:
     model.train()
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     # CUDA autocasts to float16 (with the scaler); CPU to bfloat16, the type its matmul kernels speed up.
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    criterion = loss_function(config)
+    criterion = criterion or loss_function(config)
     sums: dict[str, float] = {}
     started = time.perf_counter()
     stream = None if show_progress else io.StringIO()
