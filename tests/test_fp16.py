@@ -60,7 +60,7 @@ def test_fp16_outputs_and_people_match_fp32_on_real_images(fp16_model, real_imag
                 same = [(x2, y2, s2) for k2, x2, y2, s2 in _joints(other, 0.0) if k2 == k]
                 matched += any(np.hypot(x2 - x, y2 - y) < 1 and abs(s2 - score) < 0.01 for x2, y2, s2 in same)
                 total += 1
-    assert total > 1000 and matched >= 0.98 * total, (matched, total)        # measured 3686 of 3701
+    assert total > 1000 and matched >= 0.98 * total, (matched, total)        # measured 3816 of 3832
 
 
 def _joints(people, min_score: float) -> list[tuple[int, float, float, float]]:
