@@ -148,13 +148,13 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
         if world > 1:
             _average_buffers(module, world)
         if rank == 0:
+            value = None                 # this epoch's validation figure, if it validates
             if val_set is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
                 evaluated = ema.module if ema else module
                 name, value = validate(CheckpointEngine(evaluated, meta), val_set, config.top_down)
                 evaluated.train()
                 metrics[f"val_{name}"] = value
                 log(f"epoch {epoch + 1}: validation {name} {value:.3f}")
-            value = next((v for k, v in metrics.items() if k.startswith("val_")), None)
             metrics["best_val"] = best = max(best, -1.0 if value is None else value)
             save_checkpoint(last, module, optimizer, scheduler, epoch + 1, config, meta, metrics, scaler, ema)
             if value is not None and value >= best:
