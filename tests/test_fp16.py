@@ -45,22 +45,24 @@ def test_fp16_outputs_and_people_match_fp32_on_real_images(fp16_model, real_imag
         for k, (a, b) in enumerate(zip(fp32.infer(x), fp16.infer(x))):
             assert b.dtype == np.float32
             worst[k] = max(worst[k], float(np.abs(a - b).max()))
-    assert worst[0] < 0.01 and worst[1] < 0.05 and worst[2] < 0.05, worst      # measured 1.7e-3, 1.1e-2, 1.1e-2
+    assert worst[0] < 0.01 and worst[1] < 0.05 and worst[2] < 0.05, worst      # measured 2.0e-3, 1.1e-2, 9.6e-3
     # The same joints and as many people: every joint of 0.25 or more found by
     # one is, in nearly all cases, found by the other (same keypoint type,
     # within 1 px, score within 0.01). Which person a joint goes to may differ:
     # FP16 moves scores by about 1e-3, enough to reorder the greedy grouping
-    # of near-equal connections (a knee of 0.24 changed hands on one photo).
+    # of near-equal connections (a knee of 0.24 changed hands on one photo;
+    # with the batch-8 model, weak people of 0.15-0.17 split or merged on two),
+    # so the counts of people may differ by one.
     matched = total = 0
     for a, b in zip(estimate(fp32, real_images), estimate(fp16, real_images)):
-        assert len(a.scores) == len(b.scores)
+        assert abs(len(a.scores) - len(b.scores)) <= 1
         assert abs(int((a.scores >= 0.25).sum()) - int((b.scores >= 0.25).sum())) <= 1
         for one, other in ((a, b), (b, a)):
             for k, x, y, score in _joints(one, 0.25):
                 same = [(x2, y2, s2) for k2, x2, y2, s2 in _joints(other, 0.0) if k2 == k]
                 matched += any(np.hypot(x2 - x, y2 - y) < 1 and abs(s2 - score) < 0.01 for x2, y2, s2 in same)
                 total += 1
-    assert total > 1000 and matched >= 0.98 * total, (matched, total)        # measured 3816 of 3832
+    assert total > 1000 and matched >= 0.98 * total, (matched, total)        # measured 4210 of 4241
 
 
 def _joints(people, min_score: float) -> list[tuple[int, float, float, float]]:
