@@ -68,6 +68,19 @@ def test_tensorboard_reads_what_metrics_jsonl_says(tiny_run):
         assert [e.value for e in events] == pytest.approx([m[key] for m in metrics], rel=1e-6)
 
 
+def test_a_fresh_run_into_a_used_directory_replaces_its_metrics_and_logs(tiny_run, tmp_path):
+    root, config = tiny_run
+    fresh = tmp_path / "fresh.yaml"
+    fresh.write_text(config.read_text().replace(f"output_dir: {root / 'run'}", f"output_dir: {tmp_path / 'run'}"))
+    for _ in range(2):
+        result = runner.invoke(app, ["train", str(fresh), "--epochs", "1"])
+        assert result.exit_code == 0, result.output
+    assert "held an earlier run" in result.output
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1]
+    assert len(list((tmp_path / "run/tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
 def test_export_writes_self_describing_onnx_matching_torch(tiny_run):
     root, _ = tiny_run
     out = root / "model.onnx"

@@ -135,6 +135,8 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
     log(f"training {meta.architecture} on {device}" + (f" x {world} processes" if world > 1 else "")
         + f", {samples}{len(train_set)} images of {config.train_annotations} "
         f"for {config.epochs} epochs; checkpoints in {out}")
+    if rank == 0 and not resume:
+        _clear_earlier_run(out, log)    # here, once the inputs have loaded: a failed start leaves it alone
     last = out / "last.pt"
     # The same figures as metrics.jsonl, for TensorBoard (tensorboard --logdir OUT/tensorboard).
     board = ScalarLog(out / "tensorboard", start_step=start_epoch + 1 if resume else None) if rank == 0 else None
@@ -190,6 +192,16 @@ def _average_buffers(module: torch.nn.Module, world: int) -> None:
         if buffer.is_floating_point():
             dist.all_reduce(buffer)
             buffer /= world
+
+
+def _clear_earlier_run(out: Path, log) -> None:
+    """A fresh run into ``out`` replaces an earlier run's metrics and TensorBoard logs, as it does its checkpoints."""
+    earlier = [p for p in (out / "metrics.jsonl", *sorted((out / "tensorboard").glob("events.out.tfevents.*")))
+               if p.exists()]
+    for path in earlier:
+        path.unlink()
+    if earlier:
+        log(f"{out} held an earlier run: its metrics and logs are replaced (--resume continues a run instead)")
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, final: float = 0.02):
