@@ -186,8 +186,11 @@ def quantize(prepared: Path, ranges_file: Path, settings: Settings, exclude: Ite
                             nodes_to_exclude=list(exclude), calibrate_method=METHODS[settings.method],
                             extra_options=dict(EXTRA_OPTIONS), calibration_cache_path=str(ranges_file))
         model = onnx.load(str(out))
-    float_layers = set(exclude) if only is None else {n.name for n in model.graph.node
-                                                      if n.op_type in OP_TYPES and n.name not in set(only)}
+    if only is None:
+        float_layers = set(exclude)
+    else:
+        only = set(only)
+        float_layers = {n.name for n in model.graph.node if n.op_type in OP_TYPES and n.name not in only}
     read_float_inputs(model, float_layers)
     keep_outputs_float(model)
     own_qdq_parameters(model)
@@ -211,15 +214,26 @@ def read_float_inputs(model: onnx.ModelProto, names: set[str]) -> None:
         if node.name not in names:
             continue
         for i, name in enumerate(node.input):
-            dq = producer.get(name)
-            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-            if q is not None and q.op_type == "QuantizeLinear":
-                node.input[i] = q.input[0]
-    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+            if pair := _qdq_pair(producer, name):
+                node.input[i] = pair[0].input[0]
     for op_type in ("DequantizeLinear", "QuantizeLinear"):      # DQs first: then their Qs are unread
+        read = _read_tensors(graph)
         for node in [n for n in graph.node if n.op_type == op_type and n.output[0] not in read]:
             graph.node.remove(node)
-        read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+
+
+def _qdq_pair(producer: dict[str, onnx.NodeProto], tensor: str) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
+    """The ``(Q, DQ)`` nodes that make ``tensor`` as a quantized copy of ``Q``'s input, or None."""
+    dq = producer.get(tensor)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return None
+    q = producer.get(dq.input[0])
+    return (q, dq) if q is not None and q.op_type == "QuantizeLinear" else None
+
+
+def _read_tensors(graph: onnx.GraphProto) -> set[str]:
+    """Names of the tensors something reads: a node's input or a graph output."""
+    return {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
 
 
 def keep_outputs_float(model: onnx.ModelProto) -> None:
@@ -227,12 +241,10 @@ def keep_outputs_float(model: onnx.ModelProto) -> None:
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
     for output in graph.output:
-        dq = producer.get(output.name)
-        if dq is None or dq.op_type != "DequantizeLinear":
+        pair = _qdq_pair(producer, output.name)
+        if pair is None:
             continue
-        q = producer.get(dq.input[0])
-        if q is None or q.op_type != "QuantizeLinear":
-            continue
+        q, dq = pair
         if sum(dq.input[0] in n.input for n in graph.node) != 1:
             continue                     # the quantized tensor feeds other nodes too: leave it
         source = q.input[0]
@@ -278,7 +290,7 @@ def own_qdq_parameters(model: onnx.ModelProto) -> None:
 
 
 def drop_unused_initializers(model: onnx.ModelProto) -> None:
-    used = {name for node in model.graph.node for name in node.input}
+    used = _read_tensors(model.graph)
     keep = [i for i in model.graph.initializer if i.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
