@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 
 FILE_VERSION = "brain.Event:2"
+EVENT_FILE_PREFIX = "events.out.tfevents."   # how TensorBoard finds event files in a folder
 WRITER_NAME = "rtpose.trainer.tensorboard_log"
 
 
@@ -173,7 +174,7 @@ class ScalarLog:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         now = time.time()
-        name = (f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}"
+        name = (f"{EVENT_FILE_PREFIX}{int(now):010d}.{socket.gethostname()}"
                 f".{os.getpid()}.{next(_file_counter):04d}")
         self.path = self.log_dir / name
         self._file = open(self.path, "xb")   # never append to, or clobber, another writer's file

@@ -40,7 +40,7 @@ from trainer.evaluate import evaluate, gt_boxes
 from trainer.losses import focal_l2_loss, joints_mse_loss, offset_l1_loss
 from trainer.model import load_weights
 from trainer.pose_resnet import load_backbone_weights
-from trainer.tensorboard_log import ScalarLog
+from trainer.tensorboard_log import EVENT_FILE_PREFIX, ScalarLog
 from trainer.topdown_data import TopDownDataset
 
 
@@ -145,8 +145,8 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
         dataset.epoch = epoch
         if sampler is not None:
             sampler.set_epoch(epoch)
-        metrics = train_one_epoch(model, loader, optimizer, scheduler, config, epoch, device, scaler,
-                                  show_progress=rank == 0, ema=ema, criterion=criterion)
+        metrics = train_one_epoch(model, loader, optimizer, scheduler, criterion, config, epoch, device, scaler,
+                                  show_progress=rank == 0, ema=ema)
         if world > 1:
             _average_buffers(module, world)
         if rank == 0:
@@ -196,7 +196,7 @@ def _average_buffers(module: torch.nn.Module, world: int) -> None:
 
 def _clear_earlier_run(out: Path, log) -> None:
     """A fresh run into ``out`` replaces an earlier run's metrics and TensorBoard logs, as it does its checkpoints."""
-    earlier = [p for p in (out / "metrics.jsonl", *sorted((out / "tensorboard").glob("events.out.tfevents.*")))
+    earlier = [p for p in (out / "metrics.jsonl", *sorted((out / "tensorboard").glob(EVENT_FILE_PREFIX + "*")))
                if p.exists()]
     for path in earlier:
         path.unlink()
@@ -246,14 +246,13 @@ def warmup_ema(decay: float):
     return update
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, config: TrainConfig, epoch: int, device,
-                    scaler: torch.amp.GradScaler | None = None, show_progress: bool = True, ema=None,
-                    criterion=None) -> dict:
+def train_one_epoch(model, loader, optimizer, scheduler, criterion, config: TrainConfig, epoch: int, device,
+                    scaler: torch.amp.GradScaler | None = None, show_progress: bool = True, ema=None) -> dict:
+    """One pass over ``loader``; ``criterion`` is :func:`loss_function`'s (built once per run)."""
     model.train()
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     # CUDA autocasts to float16 (with the scaler); CPU to bfloat16, the type its matmul kernels speed up.
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    criterion = criterion or loss_function(config)
     sums: dict[str, float] = {}
     started = time.perf_counter()
     stream = None if show_progress else io.StringIO()
