@@ -18,8 +18,8 @@ import torch
 
 from rtpose.decoder import input_to_map
 from rtpose.model_meta import ModelMeta
-from rtpose.preprocess import PAD_VALUE, letterbox, letterbox_transform, normalize
-from rtpose.topdown import apply_affine
+from rtpose.preprocess import letterbox, letterbox_transform, normalize
+from rtpose.topdown import apply_affine, warp_crop
 from trainer.annotations import DatasetError, KeypointSet
 from trainer.targets import encode
 
@@ -160,8 +160,7 @@ def _warp(image: np.ndarray, matrix: np.ndarray, width: int, height: int) -> np.
     while np.sqrt(abs(np.linalg.det(matrix[:, :2]))) <= 0.5 and min(image.shape[:2]) >= 2:
         image = cv2.pyrDown(image)
         matrix[:, :2] *= 2
-    return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3)
+    return warp_crop(image, matrix, width, height)
 
 
 def _colour_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
