@@ -11,13 +11,15 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from rtpose.decoder import decode
 from rtpose.model_meta import DecoderConfig, ModelMeta
+from rtpose.preprocess import preprocess
 from tests.conftest import TINY_MODEL
 from trainer.annotations import load_keypoint_set
 from trainer.config import ConfigError, load_config
-from trainer.data import Augmentation, PoseDataset
+from trainer.data import Augmentation, PoseDataset, network_batch
 from trainer.train import train
 
 STRONG = Augmentation(flip_prob=0.5, scale=(0.6, 1.5), rotation=30, translation=0.15, colour=0.3)
@@ -64,6 +66,17 @@ def expected_keypoints(record, sample, names, width, height):
     return xy, visible
 
 
+def test_training_input_is_the_runtimes(shared_data):
+    """Samples travel as uint8 and are normalised per batch in training: the numbers the runtime feeds the model."""
+    kset = load_keypoint_set(shared_data / SETS["coco"], shared_data / "coco")
+    meta = ModelMeta(input_width=320, input_height=256, skeleton=kset.skeleton)
+    dataset = PoseDataset(kset, meta)
+    trained_on = network_batch(torch.stack([dataset[i]["image"] for i in range(len(kset.images))]), meta)
+    runtime = np.concatenate([preprocess(cv2.imread(str(r.path)), meta)[0] for r in kset.images])
+    assert trained_on.shape == runtime.shape and trained_on.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(trained_on.numpy(), runtime, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", SETS)
 def test_decoded_augmented_targets_give_the_transformed_annotations(shared_data, name):
     kset = load_keypoint_set(shared_data / SETS[name], shared_data / name)
@@ -74,7 +87,7 @@ def test_decoded_augmented_targets_give_the_transformed_annotations(shared_data,
         dataset.epoch = epoch
         for index, record in enumerate(kset.images):
             sample, item = dataset.sample(index), dataset[index]
-            assert item["image"].shape == (3, 256, 320)
+            assert item["image"].shape == (256, 320, 3) and item["image"].dtype == torch.uint8
             flips += sample.flipped
             xy, visible = expected_keypoints(record, sample, kset.skeleton.keypoints, 320, 256)
             pushed_out += int((record.keypoints[..., 2] > 0).sum() - visible.sum())

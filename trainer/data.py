@@ -18,7 +18,7 @@ import torch
 
 from rtpose.decoder import input_to_map
 from rtpose.model_meta import ModelMeta
-from rtpose.preprocess import letterbox, letterbox_transform, normalize
+from rtpose.preprocess import letterbox, letterbox_transform
 from rtpose.topdown import apply_affine, warp_crop
 from trainer.annotations import DatasetError, KeypointSet
 from trainer.targets import encode
@@ -63,7 +63,7 @@ class PoseDataset(torch.utils.data.Dataset):
         sample = self.sample(index)
         targets = encode(sample.keypoints, sample.areas, self.meta, sample.ignore)
         return {
-            "image": torch.from_numpy(normalize(sample.image, self.meta)[0]),
+            "image": torch.from_numpy(sample.image),    # uint8 BGR; see network_batch
             "heatmaps": torch.from_numpy(targets.heatmaps),
             "heatmap_mask": torch.from_numpy(targets.heatmap_mask),
             "offsets": torch.from_numpy(targets.offsets),
@@ -139,6 +139,20 @@ class PoseDataset(torch.utils.data.Dataset):
         keypoints = keypoints[:, list(self.meta.skeleton.flip_permutation)].copy()
         keypoints[..., 0] = np.where(keypoints[..., 2] > 0, width - 1 - keypoints[..., 0], 0.0)
         return image[:, ::-1].copy(), keypoints, (None if ignore is None else ignore[:, ::-1].copy())
+
+
+def network_batch(images: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
+    """A batch of ``[N, H, W, 3]`` uint8 BGR pixels -> the network's ``[N, 3, H, W]`` float32 RGB input.
+
+    The same numbers as :func:`rtpose.preprocess.normalize`, computed on the
+    whole batch in the training process: samples travel as uint8 (a quarter
+    of the bytes to collate), and the result is channels-last already, the
+    layout training runs in.
+    """
+    mean = torch.tensor(meta.mean, dtype=torch.float32, device=images.device)
+    scale = 1.0 / torch.tensor(meta.std, dtype=torch.float32, device=images.device)
+    rgb = images.flip(-1).float()
+    return ((rgb - mean) * scale).permute(0, 3, 1, 2)
 
 
 def _boxes_through(matrix: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from rtpose.model_meta import ModelMeta
-from rtpose.preprocess import normalize
 from rtpose.topdown import apply_affine, crop_matrix, crop_region, warp_crop
 from trainer.annotations import DatasetError, KeypointSet
 from trainer.data import Augmentation, _colour_jitter
@@ -65,7 +64,7 @@ class TopDownDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample = self.sample(index)
         heatmaps, weights = encode_heatmaps(sample.keypoints, self.meta)
-        return {"image": torch.from_numpy(normalize(sample.crop, self.meta)[0]),
+        return {"image": torch.from_numpy(sample.crop),     # uint8 BGR; see trainer.data.network_batch
                 "heatmaps": torch.from_numpy(heatmaps), "weights": torch.from_numpy(weights)}
 
     def sample(self, index: int) -> CropSample:

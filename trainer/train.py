@@ -35,7 +35,7 @@ from rtpose.progress import Progress
 from trainer.annotations import load_keypoint_set, load_keypoint_sets
 from trainer.checkpoint import CheckpointEngine, CheckpointError, read_checkpoint, save_checkpoint
 from trainer.config import ConfigError, TrainConfig
-from trainer.data import PoseDataset
+from trainer.data import PoseDataset, network_batch
 from trainer.evaluate import evaluate, gt_boxes
 from trainer.losses import focal_l2_loss, joints_mse_loss, offset_l1_loss
 from trainer.model import load_weights
@@ -253,14 +253,16 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, config: Trai
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     # CUDA autocasts to float16 (with the scaler); CPU to bfloat16, the type its matmul kernels speed up.
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    meta = loader.dataset.meta           # the input's size and normalisation
     sums: dict[str, float] = {}
     started = time.perf_counter()
     stream = None if show_progress else io.StringIO()
     with Progress(len(loader), f"epoch {epoch + 1}/{config.epochs}", unit="batch", stream=stream) as bar:
         for batch in loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            images = network_batch(batch["image"], meta)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=config.amp):
-                outputs = model(batch["image"].to(memory_format=torch.channels_last))
+                outputs = model(images)
             # The losses in float32: small focal terms vanish in half precision.
             losses = criterion(as_outputs(outputs), batch, config)
             loss = losses["loss"]
