@@ -440,8 +440,8 @@ ReconnectTimeout = Annotated[float, typer.Option(
     help="Seconds a dropped camera or stream may take to come back before the run gives it up.")]
 MaxFrames = Annotated[Optional[int], typer.Option(help="Stop after this many frames.")]
 InFlight = Annotated[int, typer.Option(
-    help="Live sources: frames in the pipeline at once. 1: lowest latency; 2: more FPS when the source is faster "
-         "than the pipeline.")]
+    help="Live sources: frames in the pipeline at once. 2: the engine runs while the previous frame is drawn and "
+         "written, each frame taken just before the engine frees; 1: one frame at a time.")]
 Track = Annotated[bool, typer.Option(
     "--track/--no-track", help="Give each person an id that lasts across frames (drawn, and \"id\" in the JSON "
     "lines), for videos, cameras and streams (and image folders, whose images are then taken as a sequence).")]

@@ -95,8 +95,10 @@ class RunOptions:
     max_batch: int | None = None       # frames per inference call; None: one per source, as the engine allows
     max_frames: int | None = None      # stop capturing after this many frames (all sources together)
     # Batches in the pipeline at once, with a latest-frame source: the capture
-    # thread takes the newest frame only when one leaves, so no stale frame
-    # queues between stages. Latency is about this many times the slowest stage.
+    # thread takes the newest frame only when one leaves, and (above 1) only
+    # about one preprocessing time before the engine is expected to be free
+    # (see _InferenceTurn), so a frame barely waits for the engine. 2 keeps the
+    # engine busy while the previous batch is decoded, drawn and written.
     in_flight: int = 2
     track: TrackerConfig | None = None   # identities across frames (and smoothed keypoints); None: no tracking
     # Draw people and overlay: None draws only for a source with a sink that uses
@@ -131,6 +133,7 @@ class Pipeline:
         self._reads = [0] * len(sources)      # frames read per source, in run_sequential
         self._captured = 0
         self._slots: threading.Semaphore | None = None   # see RunOptions.in_flight
+        self._turn: _InferenceTurn | None = None          # likewise, with more than one in flight
         self.draws = [options.render if options.render is not None
                       else any(getattr(s, "uses_pixels", True) for s in source_sinks) for source_sinks in sinks]
         # One tracker per source (a tracker sees one source's frames in order); none without tracking.
@@ -155,7 +158,12 @@ class Pipeline:
             f.tensor, f.letterbox = preprocess(f.image, self.meta)
 
     def infer(self, batch: Batch) -> None:
+        if self._turn is not None:
+            self._turn.started(batch[0].times["preprocess"])
+        started = time.perf_counter()
         outputs = self.engine.infer(np.concatenate([f.tensor for f in batch]))
+        if self._turn is not None:
+            self._turn.finished(time.perf_counter() - started)
         for i, f in enumerate(batch):
             f.outputs = tuple(o[i] for o in outputs)
             f.tensor = None
@@ -233,6 +241,8 @@ class Pipeline:
         ]
         if "latest" in policies:
             self._slots = threading.Semaphore(max(1, self.options.in_flight))
+            if self.options.in_flight > 1:
+                self._turn = _InferenceTurn()
         try:
             self.gather = Gather(self.sources, policies)
             for w in workers:
@@ -265,9 +275,13 @@ class Pipeline:
         while not stop.is_set() and not self._enough():
             if self._slots is not None and not self._slots.acquire(timeout=_TICK):
                 continue
+            if self._turn is not None:
+                self._turn.wait(stop)
             taken = self.gather.take(self.batch_limit, stop)
             if taken is None:
                 break
+            if self._turn is not None:
+                self._turn.taken()
             batch = [self._frame(c) for c in taken]
             self._captured += len(batch)
             if not self._put(out, batch):
@@ -402,6 +416,58 @@ def _timed(stage: str, step: Callable[[Batch], None], batch: Batch) -> None:
 def _batch_limit(sources: int, asked: int | None, engine_max: int | None) -> int:
     limits = [sources] + [x for x in (asked, engine_max) if x is not None]
     return max(1, min(limits))
+
+
+class _InferenceTurn:
+    """When the capture thread should take a live frame, with more than one batch in flight.
+
+    Taken as soon as a slot frees, a frame would be preprocessed and then wait
+    behind the batch in inference: up to one inference time of latency that
+    buys nothing. Taken about one preprocessing time before the engine is
+    expected to be free (from a moving average of recent inference times), it
+    reaches the engine a few ms before it frees: about 6 ms less latency on a
+    saturated stream, the engine still kept busy (benchmarks/README.md).
+    """
+
+    def __init__(self, smoothing: float = 0.2, handover: float = 0.006) -> None:
+        self._changed = threading.Condition()
+        self._smoothing = smoothing
+        # Seconds earlier still: for taking the frame, passing it between threads, and letting the
+        # engine's thread take the interpreter back when inference returns (Python hands it over every
+        # 5 ms): preprocessing that ends just as inference does made inference 5 ms slower (measured).
+        self._handover = handover
+        self._ahead = 0                 # batches taken that have not reached the engine yet
+        self._free_at = 0.0             # perf_counter() the running inference should end; 0: idle
+        self._inference = self._preprocess = None   # moving averages, seconds
+
+    def _average(self, old: float | None, new: float) -> float:
+        return new if old is None else old + self._smoothing * (new - old)
+
+    def taken(self) -> None:
+        with self._changed:
+            self._ahead += 1
+
+    def started(self, preprocess_seconds: float) -> None:
+        with self._changed:
+            self._ahead -= 1
+            self._preprocess = self._average(self._preprocess, preprocess_seconds)
+            self._free_at = time.perf_counter() + (self._inference or 0.0)
+            self._changed.notify_all()
+
+    def finished(self, inference_seconds: float) -> None:
+        with self._changed:
+            self._inference = self._average(self._inference, inference_seconds)
+            self._free_at = 0.0
+            self._changed.notify_all()
+
+    def wait(self, stop: "_AnyEvent") -> None:
+        """Until no batch is on its way to the engine and the running one is about to end."""
+        with self._changed:
+            while not stop.is_set():
+                lead = self._free_at - (self._preprocess or 0.0) - self._handover - time.perf_counter()
+                if self._ahead == 0 and lead <= 0:
+                    return
+                self._changed.wait(min(lead, _TICK) if self._ahead == 0 else _TICK)
 
 
 class _AnyEvent:

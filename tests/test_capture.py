@@ -128,6 +128,36 @@ def test_live_source_with_a_slow_engine_keeps_latency_bounded():
     assert report["dropped"] > 200 and report["written"] == len(frames) and report["policy"] == "latest"
 
 
+class SlowSink(RecordingSink):
+    """Writing takes ``seconds``: the decode-to-sink half of the pipeline as long as a good part of inference."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def write(self, frame):
+        time.sleep(self.seconds)
+        super().write(frame)
+
+
+def test_two_in_flight_keep_the_engine_busy_without_making_frames_wait_for_it():
+    # A 200 FPS source, a 60 ms engine and 20 ms of writing per frame. One
+    # batch in flight: a frame every 80 ms. Two: the engine runs while the
+    # previous frame is written, a frame every 60 ms; taken as soon as the
+    # written frame left, the next would then wait 40 ms for the engine, but
+    # it is taken just before the engine frees.
+    runs = {}
+    for in_flight in (1, 2):
+        pipeline = Pipeline([PacedSource(600, interval=0.005)], BatchEngine(seconds=0.06), [[SlowSink(0.02)]],
+                            RunOptions(overlay=False, in_flight=in_flight))
+        frames = run_with_timeout(pipeline, seconds=30)["frames"][5:]     # past the first estimates
+        period = (frames[-1].done_at - frames[0].done_at) / (len(frames) - 1)
+        runs[in_flight] = period, np.median([f.done_at - f.captured_at for f in frames])
+    (period_1, latency_1), (period_2, latency_2) = runs[1], runs[2]
+    assert period_2 < 0.85 * period_1                # the engine is kept busy: more frames
+    assert latency_2 < latency_1 + 0.015             # and no frame waits for it
+
+
 def test_max_frames_stops_the_run():
     sink = RecordingSink()
     result = run_with_timeout(Pipeline([ListSource(1000)], BatchEngine(), [[sink]],
