@@ -160,10 +160,9 @@ class Pipeline:
     def infer(self, batch: Batch) -> None:
         if self._turn is not None:
             self._turn.started(batch[0].times["preprocess"])
-        started = time.perf_counter()
         outputs = self.engine.infer(np.concatenate([f.tensor for f in batch]))
         if self._turn is not None:
-            self._turn.finished(time.perf_counter() - started)
+            self._turn.finished()
         for i, f in enumerate(batch):
             f.outputs = tuple(o[i] for o in outputs)
             f.tensor = None
@@ -437,7 +436,7 @@ class _InferenceTurn:
         # 5 ms): preprocessing that ends just as inference does made inference 5 ms slower (measured).
         self._handover = handover
         self._ahead = 0                 # batches taken that have not reached the engine yet
-        self._free_at = 0.0             # perf_counter() the running inference should end; 0: idle
+        self._running_since: float | None = None    # perf_counter() the running inference began; None: idle
         self._inference = self._preprocess = None   # moving averages, seconds
 
     def _average(self, old: float | None, new: float) -> float:
@@ -451,20 +450,22 @@ class _InferenceTurn:
         with self._changed:
             self._ahead -= 1
             self._preprocess = self._average(self._preprocess, preprocess_seconds)
-            self._free_at = time.perf_counter() + (self._inference or 0.0)
+            self._running_since = time.perf_counter()
             self._changed.notify_all()
 
-    def finished(self, inference_seconds: float) -> None:
+    def finished(self) -> None:
         with self._changed:
-            self._inference = self._average(self._inference, inference_seconds)
-            self._free_at = 0.0
+            self._inference = self._average(self._inference, time.perf_counter() - self._running_since)
+            self._running_since = None
             self._changed.notify_all()
 
     def wait(self, stop: "_AnyEvent") -> None:
         """Until no batch is on its way to the engine and the running one is about to end."""
         with self._changed:
             while not stop.is_set():
-                lead = self._free_at - (self._preprocess or 0.0) - self._handover - time.perf_counter()
+                lead = 0.0 if self._running_since is None else (
+                    self._running_since + (self._inference or 0.0) - self._preprocess - self._handover
+                    - time.perf_counter())
                 if self._ahead == 0 and lead <= 0:
                     return
                 self._changed.wait(min(lead, _TICK) if self._ahead == 0 else _TICK)
