@@ -69,6 +69,7 @@ def test_stream_stays_current_and_survives_its_server_restarting(shared_data, tm
     # The server never comes back after its second run: the run ends with one clear line.
     assert_one_line_error(result, "did not come back within 3 s")
     assert "reconnected after 1 drop(s)" in result.stdout and "dropped (newest frame kept)" in result.stdout
+    assert "every frame kept" not in result.stdout
     lines = [json.loads(line) for line in (tmp_path / "poses.jsonl").read_text().splitlines()]
     assert len(lines) > 200
     latency = np.array([line["latency_ms"] for line in lines])

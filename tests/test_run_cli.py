@@ -58,6 +58,7 @@ def test_demo_poses_match_the_generator_ground_truth(tmp_path):
     result = rtpose("demo", "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "FPS" in result.stdout
+    assert "every frame kept, so this includes their wait in the queues" in result.stdout   # a file's latency
     truth = COCO(str(tmp_path / "people.json"))
     results = []
     for line in (tmp_path / "people_poses.jsonl").read_text().splitlines():
