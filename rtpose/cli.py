@@ -475,6 +475,13 @@ def _print_sources(summary: dict) -> None:
         typer.echo(f"  {s['source']}: {s['written']} frames written{dropped}{back}{skipped}")
 
 
+def _queued_note(summary: dict) -> str:
+    """Where every frame was kept (files), latency includes the frames' wait in the stage queues: say so."""
+    if all(source["policy"] == "all" for source in summary["sources"]):
+        return " (every frame kept, so this includes their wait in the queues; live sources keep only the newest)"
+    return ""
+
+
 @app.command()
 @clean_errors
 def run(
@@ -578,13 +585,6 @@ def demo(
     typer.echo(f"poses:           {result['outputs'].json_lines}")
     typer.echo(f"{s['frames']} frames at {s['fps']:.1f} FPS end to end; "
                f"latency median {s['latency']['median_ms']:.0f} ms" + _queued_note(s))
-
-
-def _queued_note(summary: dict) -> str:
-    """Where every frame was kept (files), latency includes the frames' wait in the stage queues: say so."""
-    if all(source["policy"] == "all" for source in summary["sources"]):
-        return " (every frame kept, so this includes their wait in the queues; live sources keep only the newest)"
-    return ""
 
 
 def main() -> None:  # pragma: no cover - console entry point
