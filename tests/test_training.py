@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,6 +17,7 @@ from rtpose.synthetic.scene import SceneConfig, write_dataset
 from tests.conftest import TINY_MODEL
 from trainer.annotations import load_keypoint_set
 from trainer.checkpoint import CheckpointEngine, read_checkpoint
+from trainer.config import load_config
 from trainer.evaluate import evaluate
 
 runner = CliRunner()
@@ -252,3 +254,21 @@ def test_compile_loss_falls_back_to_the_plain_losses_in_one_line(monkeypatch):
     assert len(messages) == 1 and "torch.compile failed (RuntimeError)" in messages[0]
     for name in plain:
         assert torch.equal(first[name], plain[name]) and torch.equal(second[name], plain[name])
+
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    load_config(path)
+
+
+def test_the_30_minute_recipe_is_the_shipped_one_on_denser_scenes_in_fewer_epochs():
+    # configs/30min.yaml says it is configs/default.yaml with other still scenes,
+    # fewer epochs and its own run folder; this keeps the two from drifting apart.
+    configs = [load_config(Path(__file__).parent.parent / "configs" / name).to_dict()
+               for name in ("default.yaml", "30min.yaml")]
+    differing = {key for key in configs[0] if configs[0][key] != configs[1][key]}
+    assert differing == {"train_annotations", "output_dir", "epochs", "val_every"}
+    assert configs[0]["train_annotations"][1:] == configs[1]["train_annotations"][1:]   # the same video frames
