@@ -256,7 +256,8 @@ def test_compile_loss_falls_back_to_the_plain_losses_in_one_line(monkeypatch):
         assert torch.equal(first[name], plain[name]) and torch.equal(second[name], plain[name])
 
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).parent.parent / "configs"
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -267,7 +268,7 @@ def test_every_shipped_config_loads(path):
 def test_the_30_minute_recipe_is_the_shipped_one_on_denser_scenes_in_fewer_epochs():
     # configs/30min.yaml says it is configs/default.yaml with other still scenes,
     # fewer epochs and its own run folder; this keeps the two from drifting apart.
-    configs = [load_config(Path(__file__).parent.parent / "configs" / name).to_dict()
+    configs = [load_config(CONFIG_DIR / name).to_dict()
                for name in ("default.yaml", "30min.yaml")]
     differing = {key for key in configs[0] if configs[0][key] != configs[1][key]}
     assert differing == {"train_annotations", "output_dir", "epochs", "val_every"}
