@@ -125,13 +125,18 @@ def train(
 ) -> None:
     """Train the bottom-up model on COCO-format keypoint data.
 
-    For several processes (GPUs or machines) start it with torchrun:
-    ``torchrun --nproc_per_node N -m rtpose.cli train CONFIG``.
+    The config's ``processes: N`` trains in N processes on this machine; for
+    several machines start it with torchrun:
+    ``torchrun --nnodes M --nproc_per_node N -m rtpose.cli train CONFIG``.
     """
     from trainer.config import load_config
-    from trainer.train import train as run_training
     cfg = load_config(config, epochs=epochs, output_dir=output_dir)
-    last = run_training(cfg, resume=resume, log=lambda m: typer.echo(m, err=True))
+    if cfg.processes > 1 and "WORLD_SIZE" not in os.environ:      # not under torchrun: start them here
+        from trainer.processes import train_in_processes
+        last = train_in_processes(cfg, resume=resume)
+    else:
+        from trainer.train import train as run_training
+        last = run_training(cfg, resume=resume, log=lambda m: typer.echo(m, err=True))
     if os.environ.get("RANK", "0") == "0":          # under torchrun, one line, not one per process
         typer.echo(f"checkpoint: {last}")
 

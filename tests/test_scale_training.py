@@ -1,4 +1,5 @@
-"""Training at scale: DDP over torchrun (gloo, two CPU processes), mixed precision and gradient clipping."""
+"""Training at scale: DDP (gloo, two CPU processes) over torchrun and by the config's ``processes``, mixed
+precision and gradient clipping."""
 
 import json
 import os
@@ -70,6 +71,31 @@ def test_torchrun_two_processes_keep_identical_replicas_and_resume(tiny_data):
     assert not all(torch.equal(p, replicas[0][n]) for n, p in init.state_dict().items())
 
 
+def _rtpose_train(args):
+    return subprocess.run([sys.executable, "-m", "rtpose.cli", "train", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_processes_key_trains_in_two_processes_started_by_rtpose_train(tiny_data):
+    config = _config(tiny_data, "procs", "processes: 2\n")
+    result = _rtpose_train([str(config), "--epochs", "1"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "x 2 processes" in result.stderr and result.stderr.count("training simplepose") == 1
+    assert result.stdout.strip() == f"checkpoint: {tiny_data / 'procs/last.pt'}"
+    saved = read_checkpoint(tiny_data / "procs/last.pt")
+    assert saved["epoch"] == 1 and "val_AP" in saved["metrics"]
+
+
+def test_processes_that_fail_end_in_one_line(tiny_data):
+    config = _config(tiny_data, "procs_bad", "processes: 2\n")
+    config.write_text(config.read_text().replace(str(tiny_data / "train/annotations.json"),
+                                                 str(tiny_data / "missing.json")))
+    result = _rtpose_train([str(config)])
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "missing.json" in lines[0], result.stderr
+
+
 def test_amp_and_grad_clip_train_and_resume_on_cpu(tiny_data):
     config = _config(tiny_data, "amp", "amp: true\ngrad_clip: 1.0\n")
     result = runner.invoke(app, ["train", str(config), "--epochs", "1"])
@@ -95,6 +121,7 @@ def test_amp_and_grad_clip_train_and_resume_on_cpu(tiny_data):
     ({"amp": "yes"}, "'amp' must be true or false"),
     ({"grad_clip": -1}, "'grad_clip' must be >= 0"),
     ({"mixed_precision": True}, "unknown key 'mixed_precision'"),
+    ({"processes": 0}, "'processes' must be a whole number >= 1"),
 ])
 def test_amp_and_grad_clip_config_errors(extra, message):
     with pytest.raises(ConfigError, match=message):

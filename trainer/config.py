@@ -65,7 +65,8 @@ class TrainConfig:
     # machinery
     device: str = "auto"                      # auto (CUDA when present), cpu, cuda, cuda:1, ...
     workers: int = 1
-    threads: int = 0                          # torch intra-op threads; 0 = torch's default
+    threads: int = 0                          # torch intra-op threads (per process); 0 = torch's default
+    processes: int = 1                        # training processes on this machine (trainer/processes.py)
     seed: int = 0
     val_every: int = 1                        # epochs between validations
     max_train_images: int | None = None       # use only the first N training images
@@ -128,6 +129,8 @@ def config_from_dict(d: dict, source: str = "config") -> TrainConfig:
             raise ConfigError(f"{source}: '{name}' must be true or false, got {getattr(config, name)!r}")
     if not 0 <= config.ema_decay < 1:
         raise ConfigError(f"{source}: 'ema_decay' must be in [0, 1) (0 = off), got {config.ema_decay!r}")
+    if not isinstance(config.processes, int) or config.processes < 1:
+        raise ConfigError(f"{source}: 'processes' must be a whole number >= 1, got {config.processes!r}")
     if config.grad_clip < 0:
         raise ConfigError(f"{source}: 'grad_clip' must be >= 0 (0 = off), got {config.grad_clip!r}")
     if config.input_width % 32 or config.input_height % 32:
