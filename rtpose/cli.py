@@ -73,10 +73,14 @@ def synth_dataset(
     height: int = 256,
     min_people: int = 1,
     max_people: int = 6,
+    min_height: Annotated[float, typer.Option(help="Shortest standing height, pixels.")] = 40.0,
+    max_height: Annotated[float, typer.Option(help="Tallest standing height, a fraction of the image height "
+                                              "(crowds are capped lower, so that they fit).")] = 0.95,
 ) -> None:
     """A COCO-format keypoint dataset of rendered people."""
     from rtpose.synthetic.scene import SceneConfig, write_dataset
-    config = SceneConfig(width=width, height=height, min_people=min_people, max_people=max_people)
+    config = SceneConfig(width=width, height=height, min_people=min_people, max_people=max_people,
+                         min_height=min_height, max_height_frac=max_height)
     path = write_dataset(out, images, seed, config, progress=Progress(images, "synth", "img").callback())
     typer.echo(f"wrote {images} images and {path}")
 

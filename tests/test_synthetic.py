@@ -191,3 +191,21 @@ def test_video_frames_dataset_is_a_loadable_training_set(tmp_path):
     assert all(len(r.keypoints) >= 1 for r in kset.images)
     again = write_video_dataset(tmp_path / "again", num_videos=2, seed=5, num_frames=10, frame_step=3)
     assert again.read_text() == path.read_text()       # deterministic by seed
+
+
+def test_synth_dataset_command_keeps_people_within_the_heights_asked(tmp_path):
+    from typer.testing import CliRunner
+    from rtpose.cli import app
+    runner = CliRunner()
+    result = runner.invoke(app, ["synth", "dataset", str(tmp_path / "small"), "--images", "12", "--seed", "5",
+                                 "--min-people", "2", "--min-height", "30", "--max-height", "0.4"])
+    assert result.exit_code == 0, result.output
+    people = json.loads((tmp_path / "small/annotations.json").read_text())["annotations"]
+    heights = np.array([p["bbox"][3] for p in people])
+    # Standing heights from 30 px to 0.4 of 256 px; a box is no taller than its person stands
+    # (it can be shorter: crouching, lying, cut by the border).
+    assert len(people) >= 24 and heights.max() <= 0.4 * 256
+    assert np.median(heights) < 0.3 * 256          # the default would let half the people be taller
+    result = runner.invoke(app, ["synth", "dataset", str(tmp_path / "none"), "--max-height", "0.1"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: the shortest person (40 px) is taller than the tallest (0.1 of 256 px = 26 px)"
