@@ -44,8 +44,9 @@ class SceneConfig:
         if not 0 <= self.min_people <= self.max_people:
             raise ValueError(f"need 0 <= min_people <= max_people, got {self.min_people}, {self.max_people}")
         if not 0 < self.min_height <= self.max_height_frac * self.height:
+            tallest = self.max_height_frac * self.height
             raise ValueError(f"the shortest person ({self.min_height:g} px) is taller than the tallest "
-                             f"({self.max_height_frac:g} of {self.height} px = {self.max_height_frac * self.height:.0f} px)")
+                             f"({self.max_height_frac:g} of {self.height} px = {tallest:.0f} px)")
 
 
 @dataclass(frozen=True, eq=False)
