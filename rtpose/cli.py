@@ -36,10 +36,19 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def error_message(exc: Exception) -> str:
+    """The one line an error ends a command with (after ``error: ``)."""
+    if isinstance(exc, ModuleNotFoundError):
+        return f"{exc.name} is not installed; this command needs the training extra: pip install 'rtpose[train]'"
+    if isinstance(exc, (ValueError, RuntimeError, OSError)):
+        return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {exc} (RTPOSE_DEBUG=1 shows the traceback)"
+
+
 def clean_errors(fn):
     """Bad input ends in one line on stderr and a non-zero exit, never a traceback.
 
-    ``RTPOSE_DEBUG=1`` shows the traceback of unexpected errors.
+    ``RTPOSE_DEBUG=1`` shows the traceback of errors other than a missing module.
     """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -49,17 +58,10 @@ def clean_errors(fn):
             raise
         except KeyboardInterrupt:
             _fail("interrupted", 130)
-        except ModuleNotFoundError as exc:
-            _fail(f"{exc.name} is not installed; this command needs the training extra: "
-                  f"pip install 'rtpose[train]'")
-        except (ValueError, RuntimeError, OSError) as exc:
-            if os.environ.get("RTPOSE_DEBUG"):
-                raise
-            _fail(str(exc) or type(exc).__name__)
         except Exception as exc:  # noqa: BLE001 - the last line of defence for the user
-            if os.environ.get("RTPOSE_DEBUG"):
+            if os.environ.get("RTPOSE_DEBUG") and not isinstance(exc, ModuleNotFoundError):
                 raise
-            _fail(f"{type(exc).__name__}: {exc} (RTPOSE_DEBUG=1 shows the traceback)")
+            _fail(error_message(exc))
     return wrapper
 
 

@@ -17,11 +17,13 @@ import logging
 import os
 import socket
 import sys
+import traceback
 from pathlib import Path
 
 import torch.multiprocessing as mp
 from torch.multiprocessing.spawn import ProcessException
 
+from rtpose.cli import error_message
 from trainer.config import TrainConfig
 
 
@@ -51,8 +53,9 @@ def _process(rank: int, config: TrainConfig, resume, port: int, errors) -> None:
     try:
         train(config, resume, log=lambda message: print(message, file=sys.stderr, flush=True))
     except Exception as exc:  # noqa: BLE001 - handed back to the parent as one line
-        expected = isinstance(exc, (ValueError, RuntimeError, OSError))
-        errors.put((rank, str(exc) if expected else f"{type(exc).__name__}: {exc}"))
+        if os.environ.get("RTPOSE_DEBUG"):
+            traceback.print_exc()
+        errors.put((rank, error_message(exc)))     # the line the command would end with in one process
         raise SystemExit(1) from None
 
 
