@@ -172,11 +172,22 @@ def evaluate(
     head_boxes: Annotated[Optional[Path], typer.Option(
         help="MPII: the official head boxes for PCKh (Simple Baselines' gt_valid.mat, needs scipy; or a JSON "
              "list of [x1, y1, x2, y2] per person in list-file order). Without: the head segment's length.")] = None,
+    heatmap_threshold: HeatmapThreshold = None,
+    top_k: TopK = None,
+    max_offset_distance: MaxOffsetDistance = None,
+    person_threshold: PersonThreshold = None,
+    max_persons: MaxPersons = None,
 ) -> None:
-    """COCO keypoint AP/AR of a model on a dataset, through pycocotools (PCKh@0.5 on an MPII list file)."""
+    """COCO keypoint AP/AR of a model on a dataset, through pycocotools (PCKh@0.5 on an MPII list file).
+
+    The decoder options score the model as ``rtpose run`` with the same options would run it.
+    """
+    from dataclasses import asdict
     from trainer.annotations import load_keypoint_set
     from trainer.evaluate import evaluate as run_eval
     engine = _open_any_engine(model)
+    decoder = _decoder_config(engine.meta, _decoder_knobs(heatmap_threshold, top_k, max_offset_distance,
+                                                          person_threshold, max_persons))
     kset = load_keypoint_set(annotations, images)
     if not kset.is_coco_format and kset.skeleton.name == "mpii":
         # MPII's list files are not COCO: its own metric, as Simple Baselines reports it (a
@@ -196,12 +207,12 @@ def evaluate(
         raise ValueError("--head-boxes is for MPII list files (PCKh)")
     boxes = _box_source(engine.meta, detections, gt_boxes, person_model)
     with Progress(len(kset), "eval", "img") as bar:
-        result = run_eval(engine, kset, batch_size=batch_size, progress=bar.update, flip=flip, boxes=boxes,
-                          scales=_parse_scales(scales))
+        result = run_eval(engine, kset, decoder, batch_size=batch_size, progress=bar.update, flip=flip,
+                          boxes=boxes, scales=_parse_scales(scales))
     typer.echo(result.table)
     if json_out:
         _write_json(json_out, {"model": str(model), "annotations": str(annotations), "images": len(kset),
-                               **result.stats})
+                               **({"decoder": asdict(decoder)} if decoder else {}), **result.stats})
     if results_out:
         results_out.parent.mkdir(parents=True, exist_ok=True)
         results_out.write_text(json.dumps(result.results))
@@ -460,6 +471,26 @@ Smooth = Annotated[bool, typer.Option(
     help="With tracking, smooth keypoints over time (One-Euro filter); --no-smooth writes them as decoded.")]
 
 
+def _decoder_knobs(heatmap_threshold: float | None, top_k: int | None, max_offset_distance: float | None,
+                   person_threshold: float | None, max_persons: int | None) -> dict:
+    """The decoder options given on the command line, by DecoderConfig's names."""
+    knobs = {"heatmap_threshold": heatmap_threshold, "top_k": top_k, "max_offset_distance": max_offset_distance,
+             "person_threshold": person_threshold, "max_persons": max_persons}
+    return {k: v for k, v in knobs.items() if v is not None}
+
+
+def _decoder_config(meta, knobs: dict):
+    """The model's decoder defaults with ``knobs`` in their place; None when no knob is given."""
+    from dataclasses import replace
+    from rtpose.topdown import is_top_down
+    if not knobs:
+        return None
+    if is_top_down(meta):
+        raise ValueError(f"--{next(iter(knobs)).replace('_', '-')} is a bottom-up decoder option; "
+                         f"{meta.architecture} is a top-down model")
+    return replace(meta.decoder, **knobs)
+
+
 def _run_options(decoder: dict, overlay: bool, policy: str | None, max_batch: int | None,
                  max_frames: int | None, in_flight: int, track: bool = False, smooth: bool = True,
                  render: bool | None = None):
@@ -524,9 +555,7 @@ def run(
     from rtpose.runner import DEFAULT_MODEL, Outputs, run as run_pipeline
     from rtpose.sources import Reconnect
     model = model or DEFAULT_MODEL
-    knobs = {"heatmap_threshold": heatmap_threshold, "top_k": top_k, "max_offset_distance": max_offset_distance,
-             "person_threshold": person_threshold, "max_persons": max_persons}
-    decoder = {k: v for k, v in knobs.items() if v is not None}
+    decoder = _decoder_knobs(heatmap_threshold, top_k, max_offset_distance, person_threshold, max_persons)
     if not (output or json_out or show):
         typer.echo("note: no --output, --json or --show given; poses are computed and not kept", err=True)
     options = _run_options(decoder, overlay, policy, max_batch, max_frames, in_flight, track, smooth)

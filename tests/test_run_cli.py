@@ -92,6 +92,23 @@ def test_import_rtpose_and_run_load_no_torch(shared_data, tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "False"
 
 
+def test_eval_scores_the_model_with_the_decoder_options_run_takes(shared_data, tmp_path):
+    common = ("eval", DEFAULT_MODEL, "--annotations", shared_data / "coco" / "test_coco.json",
+              "--images", shared_data / "coco")
+    plain = rtpose(*common, "--results", tmp_path / "plain.json")
+    strict = rtpose(*common, "--person-threshold", "0.4", "--results", tmp_path / "strict.json",
+                    "--json", tmp_path / "figures.json")
+    assert plain.returncode == 0 and strict.returncode == 0, plain.stderr + strict.stderr
+    scores = {name: sorted(r["score"] for r in json.loads((tmp_path / f"{name}.json").read_text()))
+              for name in ("plain", "strict")}
+    # The same people, those under the threshold left out: the option reached the decoder.
+    assert scores["strict"] and scores["strict"] == [s for s in scores["plain"] if s >= 0.4]
+    assert len(scores["plain"]) > len(scores["strict"])
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert figures["decoder"]["person_threshold"] == 0.4
+    assert_one_line_error(rtpose(*common, "--heatmap-threshold", "1.5"), "heatmap_threshold must be in [0, 1)")
+
+
 def test_missing_source(tmp_path):
     assert_one_line_error(rtpose("run", "--source", tmp_path / "nope.mp4", "--json", tmp_path / "o.jsonl"),
                           "source not found")

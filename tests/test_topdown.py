@@ -185,6 +185,9 @@ def test_eval_takes_boxes_from_detections_the_ground_truth_or_a_person_model(sha
     missing = rtpose("eval", tiny_topdown, "--annotations", annotations, "--images", shared_data / "coco",
                      "--detections", tmp_path / "nope.json")
     assert_one_line_error(missing, "detections file not found")
+    knob = rtpose("eval", tiny_topdown, "--annotations", annotations, "--images", shared_data / "coco",
+                  "--gt-boxes", "--max-offset-distance", "5")
+    assert_one_line_error(knob, "--max-offset-distance is a bottom-up decoder option")
 
 
 def test_run_takes_a_top_down_model_like_a_bottom_up_one(shared_data, tiny_topdown, tmp_path):
