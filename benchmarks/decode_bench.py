@@ -96,7 +96,8 @@ def scene_maps(args, count: int, dense_model: onnx.ModelProto, peak_model: onnx.
 
 def measure(args, count: int, dense_model: onnx.ModelProto, peak_model: onnx.ModelProto) -> dict:
     meta, peak_meta = read_meta(dense_model), read_meta(peak_model)
-    config = replace(meta.decoder, max_persons=max(meta.decoder.max_persons, 2 * count))
+    config = replace(meta.decoder, max_persons=max(meta.decoder.max_persons, 2 * count),
+                     max_offset_distance=args.max_offset_distance or meta.decoder.max_offset_distance)
     scenes, maps, infer = scene_maps(args, count, dense_model, peak_model)
     times = {d: [] for d in DECODERS}
     found, peaks, same = [], [], True
@@ -155,6 +156,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30, help="timed decodes per scene and decoder")
     parser.add_argument("--infer-repeats", type=int, default=5, help="timed inferences per scene and model")
     parser.add_argument("--top-k", type=int, default=None, help="peaks per type in the graph (default: model's top_k)")
+    parser.add_argument("--max-offset-distance", type=float, default=None,
+                        help="the decoder's grouping tolerance (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--core", type=int, default=0, help="the CPU core to run on")
     parser.add_argument("--json", type=Path, help="write the figures here")
@@ -181,7 +184,8 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"maps": args.maps, "model": str(args.model), "cpu": cpu, "core": args.core,
-                                         "decoder": vars(meta.decoder), "rows": rows}, indent=2) + "\n")
+                                         "decoder": vars(meta.decoder),
+                                         "max_offset_distance": args.max_offset_distance, "rows": rows}, indent=2) + "\n")
         print(f"\nwrote {args.json}")
 
 
