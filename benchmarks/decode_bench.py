@@ -43,6 +43,7 @@ from export.onnx_file import read_onnx_meta as read_meta  # noqa: E402
 from export.peak_graph import add_peak_outputs, dense_maps_model  # noqa: E402
 from rtpose.decoder import decode  # noqa: E402
 from rtpose.fast_decoder import decode_outputs  # noqa: E402
+from rtpose.model_meta import DecoderConfig  # noqa: E402
 from rtpose.preprocess import preprocess  # noqa: E402
 from rtpose.runner import cpu_name  # noqa: E402
 from rtpose.synthetic.scene import SceneConfig, draw_scene, image_rng  # noqa: E402
@@ -94,10 +95,10 @@ def scene_maps(args, count: int, dense_model: onnx.ModelProto, peak_model: onnx.
     return scenes, maps, infer
 
 
-def measure(args, count: int, dense_model: onnx.ModelProto, peak_model: onnx.ModelProto) -> dict:
+def measure(args, count: int, dense_model: onnx.ModelProto, peak_model: onnx.ModelProto,
+            decoder: DecoderConfig) -> dict:
     meta, peak_meta = read_meta(dense_model), read_meta(peak_model)
-    config = replace(meta.decoder, max_persons=max(meta.decoder.max_persons, 2 * count),
-                     max_offset_distance=args.max_offset_distance or meta.decoder.max_offset_distance)
+    config = replace(decoder, max_persons=max(decoder.max_persons, 2 * count))
     scenes, maps, infer = scene_maps(args, count, dense_model, peak_model)
     times = {d: [] for d in DECODERS}
     found, peaks, same = [], [], True
@@ -168,9 +169,10 @@ def main() -> None:
     dense_model = onnx.load(str(args.model))
     meta = read_meta(dense_model)
     peak_model = add_peak_outputs(dense_model, args.top_k or meta.decoder.top_k)
+    decoder = replace(meta.decoder, max_offset_distance=args.max_offset_distance or meta.decoder.max_offset_distance)
     rows = []
     for count in args.people:
-        rows.append(measure(args, count, dense_model, peak_model))
+        rows.append(measure(args, count, dense_model, peak_model, decoder))
         print(f"{count} people: plain {rows[-1]['plain']['median_ms']:.2f} ms, "
               f"fast {rows[-1]['fast_dense']['median_ms']:.2f} ms, "
               f"in-graph peaks {rows[-1]['fast_peaks']['median_ms']:.2f} ms", flush=True)
@@ -184,8 +186,7 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"maps": args.maps, "model": str(args.model), "cpu": cpu, "core": args.core,
-                                         "decoder": vars(meta.decoder),
-                                         "max_offset_distance": args.max_offset_distance, "rows": rows}, indent=2) + "\n")
+                                         "decoder": vars(decoder), "rows": rows}, indent=2) + "\n")
         print(f"\nwrote {args.json}")
 
 

@@ -14,6 +14,7 @@ from rtpose.cli import app
 from rtpose.synthetic.scene import SceneConfig, write_dataset
 from trainer.checkpoint import read_checkpoint
 from tests.conftest import TINY_MODEL
+from tests.test_run_cli import rtpose
 from trainer.config import ConfigError, config_from_dict
 
 runner = CliRunner()
@@ -71,14 +72,9 @@ def test_torchrun_two_processes_keep_identical_replicas_and_resume(tiny_data):
     assert not all(torch.equal(p, replicas[0][n]) for n, p in init.state_dict().items())
 
 
-def _rtpose_train(args):
-    return subprocess.run([sys.executable, "-m", "rtpose.cli", "train", *args], capture_output=True, text=True,
-                          timeout=120)
-
-
 def test_processes_key_trains_in_two_processes_started_by_rtpose_train(tiny_data):
     config = _config(tiny_data, "procs", "processes: 2\n")
-    result = _rtpose_train([str(config), "--epochs", "1"])
+    result = rtpose("train", config, "--epochs", "1", timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "x 2 processes" in result.stderr and result.stderr.count("training simplepose") == 1
     assert result.stdout.strip() == f"checkpoint: {tiny_data / 'procs/last.pt'}"
@@ -90,7 +86,7 @@ def test_processes_that_fail_end_in_one_line(tiny_data):
     config = _config(tiny_data, "procs_bad", "processes: 2\n")
     config.write_text(config.read_text().replace(str(tiny_data / "train/annotations.json"),
                                                  str(tiny_data / "missing.json")))
-    result = _rtpose_train([str(config)])
+    result = rtpose("train", config, timeout=120)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "missing.json" in lines[0], result.stderr
