@@ -127,6 +127,9 @@ def train(
     config: Annotated[Path, typer.Argument(help="Flat YAML experiment config (see configs/).")],
     resume: Annotated[Optional[Path], typer.Option(help="Checkpoint to continue from.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override the config's epochs.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(
+        help="Override the config's max_minutes: a wall-time budget the learning-rate schedule follows; "
+             "training stops, validates and saves within it (0 = epochs alone).")] = None,
     output_dir: Annotated[Optional[str], typer.Option(help="Override the config's output_dir.")] = None,
 ) -> None:
     """Train the bottom-up model on COCO-format keypoint data.
@@ -136,7 +139,7 @@ def train(
     ``torchrun --nnodes M --nproc_per_node N -m rtpose.cli train CONFIG``.
     """
     from trainer.config import load_config
-    cfg = load_config(config, epochs=epochs, output_dir=output_dir)
+    cfg = load_config(config, epochs=epochs, max_minutes=max_minutes, output_dir=output_dir)
     if cfg.processes > 1 and "WORLD_SIZE" not in os.environ:      # not under torchrun: start them here
         from trainer.processes import train_in_processes
         last = train_in_processes(cfg, resume=resume)

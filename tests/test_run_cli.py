@@ -1,6 +1,7 @@
 """`rtpose run`, `demo` and `bench` as a user runs them, on the real sample videos and the shipped model."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,9 +14,10 @@ import pytest
 from rtpose.runner import DEFAULT_MODEL
 
 
-def rtpose(*args, cwd=None, timeout=300):
+def rtpose(*args, cwd=None, timeout=300, env=None):
+    """``rtpose ARGS`` in a fresh process; ``env``: variables added to this one's environment."""
     return subprocess.run([sys.executable, "-m", "rtpose.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+                          cwd=cwd, timeout=timeout, env={**os.environ, **env} if env else None)
 
 
 def count_frames(path: Path) -> tuple[int, int, int]:

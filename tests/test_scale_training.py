@@ -82,6 +82,22 @@ def test_processes_key_trains_in_two_processes_started_by_rtpose_train(tiny_data
     assert saved["epoch"] == 1 and "val_AP" in saved["metrics"]
 
 
+def test_two_processes_on_a_time_budget_stop_together_with_identical_replicas(tiny_data):
+    """Rank 0's clock sets both processes' learning rate and last step: a replica that stopped alone would
+    leave the other waiting in an all-reduce, one on another learning rate would drift apart."""
+    config = _config(tiny_data, "procs_budget", "processes: 2\nmax_minutes: 0.1\nval_every: 1000\n")
+    config.write_text(config.read_text().replace("epochs: 2", "epochs: 10000"))
+    dump = tiny_data / "budget_replicas"
+    result = rtpose("train", config, timeout=120, env={"RTPOSE_DUMP_REPLICA_WEIGHTS": str(dump)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "time budget of 0.1 minutes reached" in result.stderr
+    last = json.loads((tiny_data / "procs_budget/metrics.jsonl").read_text().splitlines()[-1])
+    assert last["elapsed_seconds"] <= 1.25 * 6.0 and "val_AP" in last
+    replicas = [torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for name, tensor in replicas[0].items():
+        assert torch.equal(tensor, replicas[1][name]), name
+
+
 def test_processes_that_fail_end_in_one_line(tiny_data):
     config = _config(tiny_data, "procs_bad", "processes: 2\n")
     config.write_text(config.read_text().replace(str(tiny_data / "train/annotations.json"),
@@ -118,6 +134,7 @@ def test_amp_and_grad_clip_train_and_resume_on_cpu(tiny_data):
     ({"grad_clip": -1}, "'grad_clip' must be >= 0"),
     ({"mixed_precision": True}, "unknown key 'mixed_precision'"),
     ({"processes": 0}, "'processes' must be a whole number >= 1"),
+    ({"max_minutes": -5}, "'max_minutes' must be >= 0"),
 ])
 def test_amp_and_grad_clip_config_errors(extra, message):
     with pytest.raises(ConfigError, match=message):

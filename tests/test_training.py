@@ -167,6 +167,35 @@ def test_ema_weights_are_what_the_checkpoint_gives_and_resume_keeps_both(tiny_ru
     assert exported.exit_code == 0, exported.output
 
 
+def test_a_time_budget_ends_the_run_within_it_with_the_schedule_run_out(tiny_run, tmp_path):
+    """max_minutes: the learning rate follows the clock down to its floor, the run stops mid-way through its
+    epochs, validates and saves inside the budget; resumed, it has nothing left unless given more time."""
+    root, config = tiny_run
+    budgeted = tmp_path / "budget.yaml"
+    budgeted.write_text(config.read_text().replace(str(root / "run"), str(tmp_path / "run"))
+                        .replace("epochs: 2", "epochs: 10000") + "max_minutes: 0.1\nval_every: 1000\n")
+    result = runner.invoke(app, ["train", str(budgeted)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    last = lines[-1]
+    assert 1 < last["epoch"] < 10000 and "time budget of 0.1 minutes reached" in result.output
+    # The run's own clock, validation included; a step or a validation may end a little past the budget.
+    assert last["elapsed_seconds"] <= 1.25 * 6.0
+    # The first epoch validates (to time it), then only the last: the final validation is not skipped.
+    assert [i for i, m in enumerate(lines) if "val_AP" in m] == [0, len(lines) - 1]
+    assert last["lr"] == pytest.approx(0.02 * 2e-3, rel=0.05)   # cosine to 2% of lr: the schedule ran out
+    assert read_checkpoint(tmp_path / "run/last.pt")["epoch"] == last["epoch"]
+
+    again = runner.invoke(app, ["train", str(budgeted), "--resume", str(tmp_path / "run/last.pt")])
+    assert again.exit_code == 0 and "nothing left to train" in again.output, again.output
+    assert len((tmp_path / "run/metrics.jsonl").read_text().splitlines()) == len(lines)
+    more = runner.invoke(app, ["train", str(budgeted), "--resume", str(tmp_path / "run/last.pt"),
+                               "--max-minutes", "0.15"])
+    assert more.exit_code == 0, more.output
+    resumed = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert resumed[-1]["epoch"] > last["epoch"] and 6.0 < resumed[-1]["elapsed_seconds"] <= 1.25 * 9.0
+
+
 def test_export_at_another_input_size(tiny_run, tmp_path):
     """The same checkpoint exported for a larger input: metadata, output maps and parity follow the new size."""
     root, _ = tiny_run
@@ -265,11 +294,12 @@ def test_every_shipped_config_loads(path):
     load_config(path)
 
 
-def test_the_30_minute_recipe_is_the_shipped_one_on_denser_scenes_in_fewer_epochs():
+def test_the_30_minute_recipe_is_the_shipped_one_on_denser_scenes_on_a_time_budget():
     # configs/30min.yaml says it is configs/default.yaml with other still scenes,
-    # fewer epochs and its own run folder; this keeps the two from drifting apart.
+    # 29.5 minutes in place of 24 epochs and its own run folder; this keeps the two from drifting apart.
     configs = [load_config(CONFIG_DIR / name).to_dict()
                for name in ("default.yaml", "30min.yaml")]
     differing = {key for key in configs[0] if configs[0][key] != configs[1][key]}
-    assert differing == {"train_annotations", "output_dir", "epochs", "val_every"}
+    assert differing == {"train_annotations", "output_dir", "epochs", "max_minutes", "val_every"}
+    assert 0 < configs[1]["max_minutes"] <= 30
     assert configs[0]["train_annotations"][1:] == configs[1]["train_annotations"][1:]   # the same video frames

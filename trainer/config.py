@@ -47,6 +47,7 @@ class TrainConfig:
     backbone_weights: str | None = None       # pose_resnet: a torchvision-style ImageNet ResNet state dict
     # optimisation
     epochs: int = 10
+    max_minutes: float = 0.0                  # wall-time budget, the schedule on its clock; 0 = epochs alone
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -131,6 +132,9 @@ def config_from_dict(d: dict, source: str = "config") -> TrainConfig:
         raise ConfigError(f"{source}: 'ema_decay' must be in [0, 1) (0 = off), got {config.ema_decay!r}")
     if not isinstance(config.processes, int) or config.processes < 1:
         raise ConfigError(f"{source}: 'processes' must be a whole number >= 1, got {config.processes!r}")
+    if config.max_minutes < 0:
+        raise ConfigError(f"{source}: 'max_minutes' must be >= 0 (0 = no time budget), "
+                          f"got {config.max_minutes!r}")
     if config.grad_clip < 0:
         raise ConfigError(f"{source}: 'grad_clip' must be >= 0 (0 = off), got {config.grad_clip!r}")
     if config.input_width % 32 or config.input_height % 32:

@@ -7,6 +7,10 @@ epoch to ``metrics.jsonl``. ``resume`` continues from a checkpoint's epoch
 with its optimizer, scheduler and gradient scaler. The same figures go to
 TensorBoard event files in ``tensorboard/`` (``tensorboard --logdir``).
 
+``max_minutes`` bounds a run by wall time instead of epochs alone
+(:class:`TimeBudget`): the learning-rate schedule then runs on elapsed time,
+and training stops, validates and saves in time to end within the budget.
+
 The same function runs one process or many: started by ``torchrun`` (which
 sets RANK, WORLD_SIZE and LOCAL_RANK) it joins the process group (NCCL on
 CUDA, gloo on CPU), gives each process its share of every epoch through a
@@ -113,9 +117,10 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
         drop_last=len(dataset) // world > config.batch_size, num_workers=config.workers, persistent_workers=False,
         generator=torch.Generator().manual_seed(config.seed))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    # The schedule is a function of the config, not state in the checkpoint,
-    # so a run resumed with more epochs stretches it instead of failing.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.epochs * len(loader)))
+    budget = TimeBudget(config.max_minutes, validates=config.val_annotations is not None)
+    # The schedule is a function of the config (and of the time budget's clock), not state in the
+    # checkpoint, so a run resumed with more epochs stretches it instead of failing.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.epochs * len(loader), budget=budget))
     # float16 needs loss scaling against underflowing gradients; bfloat16 (CPU) has float32's range.
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
     # An exponential moving average of the weights (and batch-norm statistics): what validation,
@@ -125,7 +130,8 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
 
     start_epoch, best = 0, -1.0       # best validation figure so far (AP, or PCKh on MPII)
     if resume:
-        start_epoch, best = _resume(resume, config, model, optimizer, scheduler, scaler, ema)
+        start_epoch, best, spent = _resume(resume, config, model, optimizer, scheduler, scaler, ema)
+        budget.restart(spent)
         log(f"resumed from {resume} at epoch {start_epoch}")
     module = model                       # the bare model: what checkpoints and validation use
     if world > 1:
@@ -134,30 +140,44 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
     samples = f"{len(dataset)} people in " if config.top_down else ""
     log(f"training {meta.architecture} on {device}" + (f" x {world} processes" if world > 1 else "")
         + f", {samples}{len(train_set)} images of {config.train_annotations} "
-        f"for {config.epochs} epochs; checkpoints in {out}")
+        + (f"for {config.max_minutes:g} minutes (at most {config.epochs} epochs)" if budget
+           else f"for {config.epochs} epochs") + f"; checkpoints in {out}")
     if rank == 0 and not resume:
         _clear_earlier_run(out, log)    # here, once the inputs have loaded: a failed start leaves it alone
     last = out / "last.pt"
     # The same figures as metrics.jsonl, for TensorBoard (tensorboard --logdir OUT/tensorboard).
     board = ScalarLog(out / "tensorboard", start_step=start_epoch + 1 if resume else None) if rank == 0 else None
     criterion = loss_function(config, log)     # compiled once, when compile_loss asks for it
+    validations = 0
     for epoch in range(start_epoch, config.epochs):
+        if budget.spent:                 # a resumed run that had used its time
+            log(f"the time budget of {config.max_minutes:g} minutes is spent: nothing left to train")
+            break
         dataset.epoch = epoch
         if sampler is not None:
             sampler.set_epoch(epoch)
         metrics = train_one_epoch(model, loader, optimizer, scheduler, criterion, config, epoch, device, scaler,
-                                  show_progress=rank == 0, ema=ema)
+                                  show_progress=rank == 0, ema=ema, budget=budget)
         if world > 1:
             _average_buffers(module, world)
+        budget.tick()
+        stop = budget.spent              # the same in every process: rank 0's clock
         if rank == 0:
             value = None                 # this epoch's validation figure, if it validates
-            if val_set is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+            # On a time budget the first epoch validates too: how long validating takes is what the
+            # final validation needs kept for it.
+            due = (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs or stop
+            if val_set is not None and (due or (budget and validations == 0)):
                 evaluated = ema.module if ema else module
+                started = time.monotonic()
                 name, value = validate(CheckpointEngine(evaluated, meta), val_set, config.top_down)
+                budget.validated(time.monotonic() - started, first=validations == 0)
+                validations += 1
                 evaluated.train()
                 metrics[f"val_{name}"] = value
                 log(f"epoch {epoch + 1}: validation {name} {value:.3f}")
             metrics["best_val"] = best = max(best, -1.0 if value is None else value)
+            metrics["elapsed_seconds"] = round(budget.elapsed_now(), 1)
             save_checkpoint(last, module, optimizer, scheduler, epoch + 1, config, meta, metrics, scaler, ema)
             if value is not None and value >= best:
                 save_checkpoint(out / "best.pt", module, optimizer, scheduler, epoch + 1, config, meta, metrics,
@@ -169,6 +189,10 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
                     board.add(f"val/{name[4:]}" if name.startswith("val_") else f"train/{name}", value, epoch + 1)
         if world > 1:
             dist.barrier()               # the others wait while rank 0 validates and saves
+        if stop:
+            log(f"time budget of {config.max_minutes:g} minutes reached in epoch {epoch + 1}: "
+                f"stopped after {metrics['steps']} of its {len(loader)} steps")
+            break
     if board is not None:
         board.close()
     if dump := os.environ.get("RTPOSE_DUMP_REPLICA_WEIGHTS"):
@@ -204,16 +228,79 @@ def _clear_earlier_run(out: Path, log) -> None:
         log(f"{out} held an earlier run: its metrics and logs are replaced (--resume continues a run instead)")
 
 
-def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, final: float = 0.02):
-    """Learning-rate factor per step: linear warm-up, then cosine down to ``final``."""
+def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, final: float = 0.02,
+                  budget: "TimeBudget | None" = None):
+    """Learning-rate factor per step: linear warm-up, then cosine down to ``final``.
+
+    With a time ``budget`` the run is as far along as the further of its
+    steps and its clock, so the schedule ends when either runs out.
+    """
     warmup = max(1, int(warmup_fraction * total_steps))
 
     def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min((step - warmup) / max(1, total_steps - warmup), 1.0)
+        clock = budget.fraction if budget else 0.0
+        if step < warmup and clock < warmup_fraction:
+            return max((step + 1) / warmup, clock / warmup_fraction)
+        progress = max(min((step - warmup) / max(1, total_steps - warmup), 1.0),
+                       (clock - warmup_fraction) / (1 - warmup_fraction))
         return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
     return factor
+
+
+class TimeBudget:
+    """A run's wall-clock budget (``max_minutes``; 0 = none): how far along it is, and when to stop.
+
+    Time counts from the start of training, validations included, plus what
+    the run had spent before a resume. The final validation and checkpoint
+    must fit in what is left: the run stops once less remains than 1.5 times
+    the longest validation so far (a budgeted run validates after its first
+    epoch; 3% of the budget before that) plus 1% of the budget. In several processes rank 0's clock is the one: each
+    step its reading goes to all, so every replica takes the same learning
+    rate and stops at the same step.
+    """
+
+    def __init__(self, minutes: float, validates: bool = True) -> None:
+        self.seconds = 60.0 * minutes
+        self.final_validation = 0.03 * self.seconds if validates else 0.0   # seconds kept for it
+        self.restart(0.0)
+
+    def restart(self, spent: float) -> None:
+        """Start the clock, ``spent`` seconds already used (a resumed run)."""
+        self.started = time.monotonic() - spent
+        self.elapsed = spent
+
+    def __bool__(self) -> bool:
+        return self.seconds > 0
+
+    def elapsed_now(self) -> float:
+        return time.monotonic() - self.started
+
+    def validated(self, seconds: float, first: bool) -> None:
+        """A validation took ``seconds``: keep 1.5 times the longest so far for the final one."""
+        self.final_validation = 1.5 * seconds if first else max(self.final_validation, 1.5 * seconds)
+
+    def tick(self) -> None:
+        """Read the clock, rank 0's in several processes; once per step and once after each epoch."""
+        if not self:
+            return
+        reading = torch.tensor([self.elapsed_now(), self.final_validation], dtype=torch.float64)
+        if dist.is_initialized():
+            dist.broadcast(reading, src=0)   # gloo takes CPU tensors; NCCL would need them on the GPU
+        self.elapsed, self.final_validation = reading.tolist()
+
+    @property
+    def usable(self) -> float:
+        """Seconds of the budget for training: what the final validation and checkpoint leave."""
+        return self.seconds - self.final_validation - 0.01 * self.seconds
+
+    @property
+    def fraction(self) -> float:
+        """How far along the budget the run is, 0 to 1 (0 without a budget)."""
+        return min(1.0, self.elapsed / max(self.usable, 1e-9)) if self else 0.0
+
+    @property
+    def spent(self) -> bool:
+        return bool(self) and self.elapsed >= self.usable
 
 
 def validate(engine: CheckpointEngine, val_set, top_down: bool) -> tuple[str, float]:
@@ -247,8 +334,11 @@ def warmup_ema(decay: float):
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, criterion, config: TrainConfig, epoch: int, device,
-                    scaler: torch.amp.GradScaler | None = None, show_progress: bool = True, ema=None) -> dict:
-    """One pass over ``loader``; ``criterion`` is :func:`loss_function`'s (built once per run)."""
+                    scaler: torch.amp.GradScaler | None = None, show_progress: bool = True, ema=None,
+                    budget: TimeBudget | None = None) -> dict:
+    """One pass over ``loader``, or its first steps until the time ``budget`` is spent; ``criterion`` is
+    :func:`loss_function`'s (built once per run)."""
+    budget = budget or TimeBudget(0)
     model.train()
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     # CUDA autocasts to float16 (with the scaler); CPU to bfloat16, the type its matmul kernels speed up.
@@ -257,7 +347,11 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, config: Trai
     sums: dict[str, float] = {}
     started = time.perf_counter()
     stream = None if show_progress else io.StringIO()
-    with Progress(len(loader), f"epoch {epoch + 1}/{config.epochs}", unit="batch", stream=stream) as bar:
+    steps = 0
+    label = f"epoch {epoch + 1}/{config.epochs}"
+    if budget:
+        label += f" ({max(budget.seconds - budget.elapsed, 0) / 60:.1f} of {budget.seconds / 60:g} min left)"
+    with Progress(len(loader), label, unit="batch", stream=stream) as bar:
         for batch in loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             images = network_batch(batch["image"], meta)
@@ -275,21 +369,27 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, config: Trai
             scaler.update()
             if ema is not None:
                 ema.update_parameters(model.module if isinstance(model, DistributedDataParallel) else model)
+            budget.tick()
             scheduler.step()
+            steps += 1
             values = {name: value.item() for name, value in losses.items()}
             for name, value in values.items():
                 sums[name] = sums.get(name, 0.0) + value
             parts = " ".join(f"{name.removesuffix('_loss')} {v:.3f}" for name, v in values.items() if name != "loss")
             bar.update(1, f"loss {values['loss']:.3f}" + (f" ({parts})" if parts else ""))
-    n = max(len(loader), 1)
+            if budget.spent:
+                break
+    n = max(steps, 1)
     if dist.is_initialized():
         # Losses averaged over all processes, so metrics.jsonl reads the same for any world size.
         totals = torch.tensor(list(sums.values()), dtype=torch.float64, device=device)
         dist.all_reduce(totals)
         sums = dict(zip(sums, (totals / dist.get_world_size()).tolist()))
     seconds = time.perf_counter() - started
-    return {**{k: v / n for k, v in sums.items()}, "lr": scheduler.get_last_lr()[0],
-            "seconds": round(seconds, 1), "images_per_second": round(len(loader.dataset) / seconds, 1)}
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    images = len(loader.dataset) if steps == len(loader) else steps * config.batch_size * world
+    return {**{k: v / n for k, v in sums.items()}, "lr": scheduler.get_last_lr()[0], "steps": steps,
+            "seconds": round(seconds, 1), "images_per_second": round(images / seconds, 1)}
 
 
 def loss_function(config: TrainConfig, log=print):
@@ -333,7 +433,9 @@ def topdown_losses(outputs, batch: dict, config: TrainConfig) -> dict[str, torch
     return {"loss": joints_mse_loss(outputs[0].float(), batch["heatmaps"], batch["weights"])}
 
 
-def _resume(path, config: TrainConfig, model, optimizer, scheduler, scaler=None, ema=None) -> tuple[int, float]:
+def _resume(path, config: TrainConfig, model, optimizer, scheduler, scaler=None,
+            ema=None) -> tuple[int, float, float]:
+    """Load a checkpoint into the run; (epochs done, best validation figure, seconds the run had spent)."""
     ckpt = read_checkpoint(path)
     # Keys missing from an older checkpoint's config had their defaults then.
     old, new = {**TrainConfig(train_annotations="").to_dict(), **ckpt["config"]}, config.to_dict()
@@ -350,4 +452,5 @@ def _resume(path, config: TrainConfig, model, optimizer, scheduler, scaler=None,
     if scaler is not None and scaler.is_enabled() and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     metrics = ckpt.get("metrics", {})
-    return int(ckpt["epoch"]), float(metrics.get("best_val", metrics.get("best_val_AP", -1.0)))  # older name
+    return (int(ckpt["epoch"]), float(metrics.get("best_val", metrics.get("best_val_AP", -1.0))),  # older name
+            float(metrics.get("elapsed_seconds", 0.0)))
