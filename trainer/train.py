@@ -148,7 +148,6 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
     # The same figures as metrics.jsonl, for TensorBoard (tensorboard --logdir OUT/tensorboard).
     board = ScalarLog(out / "tensorboard", start_step=start_epoch + 1 if resume else None) if rank == 0 else None
     criterion = loss_function(config, log)     # compiled once, when compile_loss asks for it
-    validations = 0
     for epoch in range(start_epoch, config.epochs):
         if budget.spent:                 # a resumed run that had used its time
             log(f"the time budget of {config.max_minutes:g} minutes is spent: nothing left to train")
@@ -167,12 +166,11 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
             # On a time budget the first epoch validates too: how long validating takes is what the
             # final validation needs kept for it.
             due = (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs or stop
-            if val_set is not None and (due or (budget and validations == 0)):
+            if val_set is not None and (due or (budget and not budget.longest_validation)):
                 evaluated = ema.module if ema else module
                 started = time.monotonic()
                 name, value = validate(CheckpointEngine(evaluated, meta), val_set, config.top_down)
-                budget.validated(time.monotonic() - started, first=validations == 0)
-                validations += 1
+                budget.validated(time.monotonic() - started)
                 evaluated.train()
                 metrics[f"val_{name}"] = value
                 log(f"epoch {epoch + 1}: validation {name} {value:.3f}")
@@ -254,14 +252,15 @@ class TimeBudget:
     the run had spent before a resume. The final validation and checkpoint
     must fit in what is left: the run stops once less remains than 1.5 times
     the longest validation so far (a budgeted run validates after its first
-    epoch; 3% of the budget before that) plus 1% of the budget. In several processes rank 0's clock is the one: each
-    step its reading goes to all, so every replica takes the same learning
-    rate and stops at the same step.
+    epoch; 3% of the budget before that) plus 1% of the budget. In several
+    processes rank 0's clock is the one: each step its reading goes to all,
+    so every replica takes the same learning rate and stops at the same step.
     """
 
     def __init__(self, minutes: float, validates: bool = True) -> None:
         self.seconds = 60.0 * minutes
-        self.final_validation = 0.03 * self.seconds if validates else 0.0   # seconds kept for it
+        self.guess = 0.03 * self.seconds if validates else 0.0   # for the final validation, before any
+        self.longest_validation = 0.0
         self.restart(0.0)
 
     def restart(self, spent: float) -> None:
@@ -275,23 +274,25 @@ class TimeBudget:
     def elapsed_now(self) -> float:
         return time.monotonic() - self.started
 
-    def validated(self, seconds: float, first: bool) -> None:
-        """A validation took ``seconds``: keep 1.5 times the longest so far for the final one."""
-        self.final_validation = 1.5 * seconds if first else max(self.final_validation, 1.5 * seconds)
+    def validated(self, seconds: float) -> None:
+        self.longest_validation = max(self.longest_validation, seconds)
 
     def tick(self) -> None:
         """Read the clock, rank 0's in several processes; once per step and once after each epoch."""
         if not self:
             return
-        reading = torch.tensor([self.elapsed_now(), self.final_validation], dtype=torch.float64)
+        nccl = dist.is_initialized() and dist.get_backend() == "nccl"      # NCCL broadcasts GPU tensors only
+        reading = torch.tensor([self.elapsed_now(), self.longest_validation], dtype=torch.float64,
+                               device="cuda" if nccl else "cpu")
         if dist.is_initialized():
-            dist.broadcast(reading, src=0)   # gloo takes CPU tensors; NCCL would need them on the GPU
-        self.elapsed, self.final_validation = reading.tolist()
+            dist.broadcast(reading, src=0)
+        self.elapsed, self.longest_validation = reading.tolist()
 
     @property
     def usable(self) -> float:
         """Seconds of the budget for training: what the final validation and checkpoint leave."""
-        return self.seconds - self.final_validation - 0.01 * self.seconds
+        final_validation = 1.5 * self.longest_validation if self.longest_validation else self.guess
+        return self.seconds - final_validation - 0.01 * self.seconds
 
     @property
     def fraction(self) -> float:
