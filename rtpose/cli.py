@@ -186,17 +186,20 @@ def evaluate(
     The decoder options score the model as ``rtpose run`` with the same options would run it.
     """
     from dataclasses import asdict
+    from rtpose.topdown import is_top_down
     from trainer.annotations import load_keypoint_set
     from trainer.evaluate import evaluate as run_eval
     engine = _open_any_engine(model)
-    decoder = _decoder_config(engine.meta, _decoder_knobs(heatmap_threshold, top_k, max_offset_distance,
-                                                          person_threshold, max_persons))
+    knobs = _decoder_knobs(heatmap_threshold, top_k, max_offset_distance, person_threshold, max_persons)
+    # As in rtpose run: the decoder options act on the bottom-up model that decodes, the model
+    # itself or, for a top-down model, the person model whose poses give the boxes.
+    decoder = None if is_top_down(engine.meta) else _decoder_config(engine.meta, knobs)
     kset = load_keypoint_set(annotations, images)
     if not kset.is_coco_format and kset.skeleton.name == "mpii":
         # MPII's list files are not COCO: its own metric, as Simple Baselines reports it (a
         # top-down model on the annotated people's boxes, as there).
-        if scales or detections or person_model:
-            raise ValueError("on MPII list files, eval takes neither --scales nor other person boxes")
+        if scales or detections or person_model or knobs:
+            raise ValueError("on MPII list files, eval takes neither --scales, other person boxes nor decoder options")
         from trainer.pckh import evaluate_pckh, format_pckh, read_head_boxes
         heads = read_head_boxes(head_boxes, sum(len(r.keypoints) for r in kset.images)) if head_boxes else None
         table = evaluate_pckh(engine, kset, flip=flip, head_boxes=heads)
@@ -208,14 +211,15 @@ def evaluate(
         return
     if head_boxes:
         raise ValueError("--head-boxes is for MPII list files (PCKh)")
-    boxes = _box_source(engine.meta, detections, gt_boxes, person_model)
+    boxes = _box_source(engine.meta, detections, gt_boxes, person_model, knobs)
     with Progress(len(kset), "eval", "img") as bar:
         result = run_eval(engine, kset, decoder, batch_size=batch_size, progress=bar.update, flip=flip,
                           boxes=boxes, scales=_parse_scales(scales))
     typer.echo(result.table)
     if json_out:
+        used = decoder or getattr(boxes, "decoder", None)      # the model's, or its person model's
         _write_json(json_out, {"model": str(model), "annotations": str(annotations), "images": len(kset),
-                               **({"decoder": asdict(decoder)} if decoder else {}), **result.stats})
+                               **({"decoder": asdict(used)} if used else {}), **result.stats})
     if results_out:
         results_out.parent.mkdir(parents=True, exist_ok=True)
         results_out.write_text(json.dumps(result.results))
@@ -266,8 +270,11 @@ def _parse_scales(text: str | None) -> tuple[float, ...] | None:
         raise ValueError(f"--scales is a comma-separated list of numbers, e.g. 0.75,1,1.5, not '{text}'") from None
 
 
-def _box_source(meta, detections: Path | None, gt_boxes: bool, person_model: Path | None):
-    """Where a top-down model's person boxes come from; None for a bottom-up model (which takes none)."""
+def _box_source(meta, detections: Path | None, gt_boxes: bool, person_model: Path | None, knobs: dict):
+    """Where a top-down model's person boxes come from; None for a bottom-up model (which takes none).
+
+    ``knobs``: decoder options for the person model; refused where the boxes come from elsewhere.
+    """
     from rtpose.topdown import is_top_down
     from trainer.evaluate import DetectionBoxes, PoseBoxes, gt_boxes as ground_truth_boxes
     given = [name for name, on in (("--detections", detections), ("--gt-boxes", gt_boxes),
@@ -278,13 +285,17 @@ def _box_source(meta, detections: Path | None, gt_boxes: bool, person_model: Pat
         return None
     if len(given) > 1:
         raise ValueError(f"give one source of person boxes, not {' and '.join(given)}")
+    if knobs and (detections or gt_boxes):
+        raise ValueError(f"--{next(iter(knobs)).replace('_', '-')} is a decoder option for the person model; "
+                         f"with {given[0]} there is none")
     if detections:
         return DetectionBoxes(detections)
     if gt_boxes:
         return ground_truth_boxes
     from rtpose.engine import open_engine
     from rtpose.runner import DEFAULT_MODEL
-    return PoseBoxes(open_engine(person_model or DEFAULT_MODEL))
+    person = open_engine(person_model or DEFAULT_MODEL)
+    return PoseBoxes(person, _decoder_config(person.meta, knobs))
 
 
 def _open_any_engine(model: Path):
@@ -485,13 +496,7 @@ def _decoder_knobs(heatmap_threshold: float | None, top_k: int | None, max_offse
 def _decoder_config(meta, knobs: dict):
     """The model's decoder defaults with ``knobs`` in their place; None when no knob is given."""
     from dataclasses import replace
-    from rtpose.topdown import is_top_down
-    if not knobs:
-        return None
-    if is_top_down(meta):
-        raise ValueError(f"--{next(iter(knobs)).replace('_', '-')} is a bottom-up decoder option; "
-                         f"{meta.architecture} is a top-down model")
-    return replace(meta.decoder, **knobs)
+    return replace(meta.decoder, **knobs) if knobs else None
 
 
 def _run_options(decoder: dict, overlay: bool, policy: str | None, max_batch: int | None,

@@ -187,7 +187,25 @@ def test_eval_takes_boxes_from_detections_the_ground_truth_or_a_person_model(sha
     assert_one_line_error(missing, "detections file not found")
     knob = rtpose("eval", tiny_topdown, "--annotations", annotations, "--images", shared_data / "coco",
                   "--gt-boxes", "--max-offset-distance", "5")
-    assert_one_line_error(knob, "--max-offset-distance is a bottom-up decoder option")
+    assert_one_line_error(knob, "--max-offset-distance is a decoder option for the person model; with --gt-boxes")
+
+
+def test_decoder_options_act_on_the_person_model_in_eval_as_in_run(shared_data, tiny_topdown, tmp_path):
+    # No person scores 1 (a mean of sigmoids): at that threshold the person model finds nobody,
+    # so the top-down model gets no boxes, in eval as in run.
+    annotations = shared_data / "coco" / "test_coco.json"
+    for threshold, found in (("1.0", False), ("0.15", True)):
+        out = rtpose("eval", tiny_topdown, "--annotations", annotations, "--images", shared_data / "coco",
+                     "--results", tmp_path / "results.json", "--json", tmp_path / "figures.json",
+                     "--person-threshold", threshold)
+        assert out.returncode == 0, out.stderr
+        assert bool(json.loads((tmp_path / "results.json").read_text())) == found
+        assert json.loads((tmp_path / "figures.json").read_text())["decoder"]["person_threshold"] == float(threshold)
+        run = rtpose("run", "--source", shared_data / "video" / "basketball_426x240.mp4", "--model", tiny_topdown,
+                     "--max-frames", "6", "--json", tmp_path / "poses.jsonl", "--person-threshold", threshold)
+        assert run.returncode == 0, run.stderr
+        lines = [json.loads(line) for line in (tmp_path / "poses.jsonl").read_text().splitlines()]
+        assert any(line["persons"] for line in lines) == found
 
 
 def test_run_takes_a_top_down_model_like_a_bottom_up_one(shared_data, tiny_topdown, tmp_path):

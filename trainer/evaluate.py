@@ -222,15 +222,18 @@ class DetectionBoxes:
 
 
 class PoseBoxes:
-    """Person boxes from a bottom-up model's poses on the image, as ``rtpose run`` gets them."""
+    """Person boxes from a bottom-up model's poses on the image, as ``rtpose run`` gets them.
 
-    def __init__(self, engine: Engine) -> None:
+    ``decoder``: the person model's decoder settings (default: those stored in it).
+    """
+
+    def __init__(self, engine: Engine, decoder: DecoderConfig | None = None) -> None:
         if is_top_down(engine.meta):
             raise ValueError(f"the person model must be bottom-up; {engine.meta.architecture} is top-down")
-        self.engine = engine
+        self.engine, self.decoder = engine, decoder
 
     def __call__(self, record: ImageRecord, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return boxes_from_people(estimate(self.engine, [image])[0])
+        return boxes_from_people(estimate(self.engine, [image], self.decoder)[0])
 
 
 def _read_image(path) -> np.ndarray:
