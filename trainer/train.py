@@ -198,6 +198,10 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
         # test can check that DDP kept them identical.
         Path(dump).mkdir(parents=True, exist_ok=True)
         torch.save(module.state_dict(), Path(dump) / f"rank{rank}.pt")
+    if world > 1:
+        # Every process tears the group down together: one that did so while rank 0 was still
+        # closing its logs sometimes aborted at exit (gloo, 2 processes on CPU: 2 test runs in 21).
+        dist.barrier()
     return last
 
 
