@@ -52,7 +52,13 @@ def train(config: TrainConfig, resume: str | Path | None = None, log=print) -> P
     """Train as ``config`` says; returns the path of the last checkpoint."""
     rank, world, local_rank = _init_distributed(config)
     try:
-        return _train(config, resume, log if rank == 0 else (lambda message: None), rank, world, local_rank)
+        last = _train(config, resume, log if rank == 0 else (lambda message: None), rank, world, local_rank)
+        if world > 1:
+            # A finished run tears the group down in every process together: one that did so while
+            # rank 0 was still closing its logs sometimes aborted at exit (gloo, 2 processes on CPU:
+            # 2 test runs in 21). Not after a failure, where the others may never arrive.
+            dist.barrier()
+        return last
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -198,10 +204,6 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
         # test can check that DDP kept them identical.
         Path(dump).mkdir(parents=True, exist_ok=True)
         torch.save(module.state_dict(), Path(dump) / f"rank{rank}.pt")
-    if world > 1:
-        # Every process tears the group down together: one that did so while rank 0 was still
-        # closing its logs sometimes aborted at exit (gloo, 2 processes on CPU: 2 test runs in 21).
-        dist.barrier()
     return last
 
 
