@@ -159,6 +159,8 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=None, help="peaks per type in the graph (default: model's top_k)")
     parser.add_argument("--max-offset-distance", type=float, default=None,
                         help="the decoder's grouping tolerance (default: the model's)")
+    parser.add_argument("--fill-threshold", type=float, default=None,
+                        help="lowest score of a peak that fills a missing keypoint; 1: no filling (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--core", type=int, default=0, help="the CPU core to run on")
     parser.add_argument("--json", type=Path, help="write the figures here")
@@ -169,7 +171,8 @@ def main() -> None:
     dense_model = onnx.load(str(args.model))
     meta = read_meta(dense_model)
     peak_model = add_peak_outputs(dense_model, args.top_k or meta.decoder.top_k)
-    decoder = replace(meta.decoder, max_offset_distance=args.max_offset_distance or meta.decoder.max_offset_distance)
+    given = {"max_offset_distance": args.max_offset_distance, "fill_threshold": args.fill_threshold}
+    decoder = replace(meta.decoder, **{name: value for name, value in given.items() if value is not None})
     rows = []
     for count in args.people:
         rows.append(measure(args, count, dense_model, peak_model, decoder))

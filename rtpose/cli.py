@@ -180,6 +180,7 @@ def evaluate(
     max_offset_distance: MaxOffsetDistance = None,
     person_threshold: PersonThreshold = None,
     max_persons: MaxPersons = None,
+    fill_threshold: FillThreshold = None,
 ) -> None:
     """COCO keypoint AP/AR of a model on a dataset, through pycocotools (PCKh@0.5 on an MPII list file).
 
@@ -190,7 +191,8 @@ def evaluate(
     from trainer.annotations import load_keypoint_set
     from trainer.evaluate import evaluate as run_eval
     engine = _open_any_engine(model)
-    knobs = _decoder_knobs(heatmap_threshold, top_k, max_offset_distance, person_threshold, max_persons)
+    knobs = _decoder_knobs(heatmap_threshold, top_k, max_offset_distance, person_threshold, max_persons,
+                           fill_threshold)
     # As in rtpose run: the decoder options act on the bottom-up model that decodes, the model
     # itself or, for a top-down model, the person model whose poses give the boxes.
     decoder = None if is_top_down(engine.meta) else _decoder_config(engine.meta, knobs)
@@ -453,6 +455,9 @@ TopK = Annotated[Optional[int], typer.Option(help="Decoder: peaks kept per keypo
 MaxOffsetDistance = Annotated[Optional[float], typer.Option(help="Decoder: map pixels a guide may miss by.")]
 PersonThreshold = Annotated[Optional[float], typer.Option(help="Decoder: lowest person score.")]
 MaxPersons = Annotated[Optional[int], typer.Option(help="Decoder: most people per frame.")]
+FillThreshold = Annotated[Optional[float], typer.Option(
+    help="Decoder: lowest score of a peak that fills a keypoint grouping left missing (one another person holds, "
+         "as where people overlap, or a weak one); 1: no filling.")]
 ModelOption = Annotated[Path, typer.Option(
     help="Model file: .onnx (onnxruntime), .engine (TensorRT) or .pt2 (torch); default: the shipped model. "
          "A top-down model (PoseResNet) runs on the person boxes of --person-model's poses.")]
@@ -486,10 +491,10 @@ Smooth = Annotated[bool, typer.Option(
 
 
 def _decoder_knobs(heatmap_threshold: float | None, top_k: int | None, max_offset_distance: float | None,
-                   person_threshold: float | None, max_persons: int | None) -> dict:
+                   person_threshold: float | None, max_persons: int | None, fill_threshold: float | None) -> dict:
     """The decoder options given on the command line, by DecoderConfig's names."""
     knobs = {"heatmap_threshold": heatmap_threshold, "top_k": top_k, "max_offset_distance": max_offset_distance,
-             "person_threshold": person_threshold, "max_persons": max_persons}
+             "person_threshold": person_threshold, "max_persons": max_persons, "fill_threshold": fill_threshold}
     return {k: v for k, v in knobs.items() if v is not None}
 
 
@@ -558,12 +563,14 @@ def run(
     max_offset_distance: MaxOffsetDistance = None,
     person_threshold: PersonThreshold = None,
     max_persons: MaxPersons = None,
+    fill_threshold: FillThreshold = None,
 ) -> None:
     """Estimate poses on videos, images, cameras or streams; write annotated video and/or JSON lines."""
     from rtpose.runner import DEFAULT_MODEL, Outputs, run as run_pipeline
     from rtpose.sources import Reconnect
     model = model or DEFAULT_MODEL
-    decoder = _decoder_knobs(heatmap_threshold, top_k, max_offset_distance, person_threshold, max_persons)
+    decoder = _decoder_knobs(heatmap_threshold, top_k, max_offset_distance, person_threshold, max_persons,
+                           fill_threshold)
     if not (output or json_out or show):
         typer.echo("note: no --output, --json or --show given; poses are computed and not kept", err=True)
     options = _run_options(decoder, overlay, policy, max_batch, max_frames, in_flight, track, smooth)

@@ -2,7 +2,7 @@
 
 The chain, each step a pure function over arrays so it can be tested alone:
 
-    find_peaks -> regress_peaks -> connect_limbs -> assemble_people -> score_people
+    find_peaks -> regress_peaks -> connect_limbs -> assemble_people -> fill_missing -> score_people
 
 ``regress_peaks`` places each peak within its cell by the model's predicted
 refinement; :func:`refine_peaks` (a parabola through the log-heatmap) does it
@@ -13,6 +13,13 @@ guides, by its predicted offset, to where ``b`` of the same person should be
 (and each ``b`` back to ``a``). Candidate connections are scored by peak
 confidence and by how well both guides land, then accepted greedily, the
 highest score first, into people.
+
+Grouping leaves a keypoint missing where people overlap: a hidden knee
+often has no peak of its own, only the peak of the knee in front, which
+the other person already holds. :func:`fill_missing` follows each person's
+own guides to such keypoints and takes the best peak there, weak or held by
+another person. Peaks are found once, down to the lower of the heatmap and
+fill thresholds; only those above the heatmap threshold are grouped.
 
 Map coordinates put pixel centres on integers; :func:`input_to_map` and
 :func:`map_to_input` are the one definition of that convention, used by the
@@ -138,6 +145,15 @@ def regress_peaks(refinements: np.ndarray, peaks: Peaks, limit: float = 1.5) -> 
     return Peaks(kind=peaks.kind, cell=peaks.cell, xy=xy, score=peaks.score)
 
 
+def select_peaks(peaks: Peaks, keep: np.ndarray) -> Peaks:
+    return Peaks(kind=peaks.kind[keep], cell=peaks.cell[keep], xy=peaks.xy[keep], score=peaks.score[keep])
+
+
+def reindex(assignment: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Peak indices into ``select_peaks(peaks, keep)`` -> into ``peaks``; -1 (missing) stays -1."""
+    return np.where(assignment >= 0, keep[np.maximum(assignment, 0)], -1)
+
+
 def connect_limbs(peaks: Peaks, offsets: np.ndarray, skeleton: Skeleton, offset_scale: float,
                   max_distance: float) -> np.ndarray:
     """Candidate connections ``[C, 3]`` as ``(peak_a, peak_b, score)``, for every limb.
@@ -216,18 +232,116 @@ def assemble_people(peaks: Peaks, connections: np.ndarray, num_keypoints: int, m
     return np.stack(people) if people else np.zeros((0, num_keypoints), dtype=np.int64)
 
 
-def score_people(peaks: Peaks, assignment: np.ndarray, person_threshold: float, max_persons: int) -> People:
-    """Keypoints and scores; person score is the mean keypoint score with missing keypoints as 0."""
+def fill_missing(assignment: np.ndarray, peaks: Peaks, where: np.ndarray, offsets: np.ndarray,
+                 skeleton: Skeleton, offset_scale: float, threshold: float, radius: float) -> np.ndarray:
+    """``[N, K]`` peak indices with the keypoints grouping left missing filled in where a peak is found.
+
+    From each keypoint a person has, its guiding offset along a limb to a
+    missing type points where that keypoint should be. The best peak of the
+    type scoring above ``threshold`` within ``radius`` map pixels of there fills
+    it, even one another person holds; where two of the person's limbs lead
+    to the same missing keypoint, the first in the skeleton's order does.
+    Filled keypoints guide on in the next round, until a round fills
+    nothing. ``offsets`` is a table ``[L, 2, X]`` read at each peak's
+    ``where``, as in :mod:`rtpose.fast_decoder`; peaks are sorted by type.
+    """
+    filled = assignment.copy()
+    if len(filled) == 0 or threshold >= 1.0:
+        return filled
+    k = skeleton.num_keypoints
+    # The candidates, in [K, T] tables per type, padded with peaks at infinity.
+    candidates = np.flatnonzero(peaks.score > threshold)
+    kind = peaks.kind[candidates]
+    counts = np.bincount(kind, minlength=k)
+    rank = np.arange(len(candidates)) - (np.cumsum(counts) - counts)[kind]
+    index = np.full((k, max(int(counts.max(initial=0)), 1)), -1, np.int64)
+    index[kind, rank] = candidates
+    x, y = np.full(index.shape, np.inf, np.float32), np.full(index.shape, np.inf, np.float32)
+    x[kind, rank], y[kind, rank] = peaks.xy[candidates, 0], peaks.xy[candidates, 1]
+    score = np.full(index.shape, -np.inf, np.float32)
+    score[kind, rank] = peaks.score[candidates]
+
+    start, end = np.asarray(skeleton.directed_limbs, np.int64).reshape(-1, 2).T
+    new = filled >= 0                       # keypoints that have not guided yet
+    while True:
+        person, limb = np.nonzero(new[:, start] & (filled[:, end] < 0))
+        if len(person) == 0:
+            return filled
+        source, target = filled[person, start[limb]], end[limb]
+        guided = peaks.cell[source].astype(np.float32) + offsets[limb, :, where[source]] * offset_scale
+        dx = x[target] - guided[:, :1]                                      # [M, T]
+        dy = y[target] - guided[:, 1:]
+        np.multiply(dx, dx, out=dx)
+        np.multiply(dy, dy, out=dy)
+        np.add(dx, dy, out=dx)
+        near = np.where(dx <= radius * radius, score[target], -np.inf)
+        best = np.argmax(near, axis=1)
+        hit = near[np.arange(len(best)), best] > -np.inf
+        if not hit.any():
+            return filled
+        person, target, best = person[hit], target[hit], best[hit]
+        _, first = np.unique(person * k + target, return_index=True)       # the first limb per keypoint
+        person, target = person[first], target[first]
+        filled[person, target] = index[target, best[first]]
+        new[:] = False
+        new[person, target] = True
+
+
+def score_people(peaks: Peaks, assignment: np.ndarray, person_threshold: float, max_persons: int,
+                 grouped: np.ndarray | None = None) -> People:
+    """Keypoints and scores; a missing keypoint is (0, 0, 0).
+
+    A person's score is the mean score of the keypoints grouping found
+    (``grouped [N, K]``, by default all it has) times the fraction of the K
+    types found to the power 1/4. The plain mean over all K types, missing
+    ones as 0, ranks people cut by the image border or partly hidden too
+    low (benchmarks/README.md, "Filling missing keypoints", for the power).
+    People above ``person_threshold`` come best first, copies dropped
+    (:func:`drop_duplicates`), at most ``max_persons``.
+    """
     n, k = assignment.shape
     keypoints = np.zeros((n, k, 3), dtype=np.float32)
     found = assignment >= 0
     idx = assignment[found]
     keypoints[found, :2] = peaks.xy[idx]
     keypoints[found, 2] = peaks.score[idx]
-    scores = keypoints[..., 2].mean(axis=1) if n else np.zeros(0, dtype=np.float32)
+    grouped = found if grouped is None else grouped
+    count = grouped.sum(axis=1)
+    mean = np.where(grouped, keypoints[..., 2], 0).sum(axis=1) / np.maximum(count, 1)
+    scores = (mean * (count / k) ** 0.25).astype(np.float32)
     order = np.argsort(-scores, kind="stable")
-    order = order[scores[order] >= person_threshold][:max_persons]
-    return People(keypoints=keypoints[order], scores=scores[order].astype(np.float32))
+    order = drop_duplicates(assignment, order[scores[order] >= person_threshold])[:max_persons]
+    return People(keypoints=keypoints[order], scores=scores[order])
+
+
+DUPLICATE_SHARE = 0.7   # of a person's keypoints that, held by one better-ranked person, make it a duplicate
+
+
+def drop_duplicates(assignment: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``order`` (best first) without the people most of whose keypoints one better person already has.
+
+    Grouping gives each peak to one person; filling lends them. A fragment
+    of two keypoints (a knee and an ankle the model also saw on the other
+    leg) fills the rest from the person it belongs to and becomes a copy of
+    it: on a video of one person walking, 74 people in 45 frames. Dropping
+    people who share ``DUPLICATE_SHARE`` of their keypoints with one better
+    person leaves 45 (benchmarks/README.md, "Filling missing keypoints").
+    """
+    holders: dict[int, list[int]] = {}      # peak -> the kept people that have it
+    rows = assignment.tolist()
+    kept = []
+    for i in order.tolist():
+        mine = [p for p in rows[i] if p >= 0]
+        shared: dict[int, int] = {}
+        for p in mine:
+            for j in holders.get(p, ()):
+                shared[j] = shared.get(j, 0) + 1
+        if shared and max(shared.values()) >= DUPLICATE_SHARE * len(mine):
+            continue
+        kept.append(i)
+        for p in mine:
+            holders.setdefault(p, []).append(i)
+    return np.asarray(kept, dtype=np.int64)
 
 
 def decode(heatmaps: np.ndarray, offsets: np.ndarray, refinements: np.ndarray | None, meta: ModelMeta,
@@ -237,10 +351,16 @@ def decode(heatmaps: np.ndarray, offsets: np.ndarray, refinements: np.ndarray | 
     skeleton = meta.skeleton
     if heatmaps.shape[0] != skeleton.num_keypoints or offsets.shape[0] != skeleton.num_offset_channels:
         raise ValueError(f"outputs {heatmaps.shape} / {offsets.shape} do not fit skeleton {skeleton.name}")
-    peaks = find_peaks(heatmaps, config.heatmap_threshold, config.top_k)
+    peaks = find_peaks(heatmaps, min(config.heatmap_threshold, config.fill_threshold), config.top_k)
     peaks = refine_peaks(heatmaps, peaks) if refinements is None else regress_peaks(refinements, peaks)
-    connections = connect_limbs(peaks, offsets, skeleton, meta.offset_scale, config.max_offset_distance)
-    assignment = assemble_people(peaks, connections, skeleton.num_keypoints, config.min_keypoints)
-    people = score_people(peaks, assignment, config.person_threshold, config.max_persons)
+    strong = np.flatnonzero(peaks.score > config.heatmap_threshold)    # the peaks grouping joins
+    joined = select_peaks(peaks, strong)
+    connections = connect_limbs(joined, offsets, skeleton, meta.offset_scale, config.max_offset_distance)
+    grouped = reindex(assemble_people(joined, connections, skeleton.num_keypoints, config.min_keypoints), strong)
+    where = peaks.cell[:, 1] * heatmaps.shape[2] + peaks.cell[:, 0]
+    table = offsets.reshape(len(skeleton.directed_limbs), 2, -1)
+    assignment = fill_missing(grouped, peaks, where, table, skeleton, meta.offset_scale, config.fill_threshold,
+                              config.max_offset_distance)
+    people = score_people(peaks, assignment, config.person_threshold, config.max_persons, grouped >= 0)
     return people.map_xy(lambda uv: map_to_input(uv, meta.stride))
 

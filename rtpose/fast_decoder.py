@@ -11,7 +11,7 @@
 The steps mirror the plain chain, each a function over arrays:
 
     peaks_from_maps | peaks_from_graph -> place_peaks -> candidate_connections
-        -> group_people -> score_people
+        -> group_people -> fill_missing -> score_people
 
 Candidate connections of all limbs are scored in one vectorised pass with the
 same float operations, in the same dtypes and the same order, as
@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtpose.decoder import Peaks, People, _top_k_per_kind, map_to_input, refine_peaks, score_people
+from rtpose.decoder import (Peaks, People, _top_k_per_kind, fill_missing, map_to_input, refine_peaks, reindex,
+                            score_people, select_peaks)
 from rtpose.model_meta import DecoderConfig, ModelMeta
 from rtpose.skeleton import Skeleton
 
@@ -242,25 +243,30 @@ def decode_outputs(outputs: tuple[np.ndarray, ...], meta: ModelMeta, config: Dec
     skeleton = meta.skeleton
     named = dict(zip(meta.output_names, outputs))
     num_limbs = len(skeleton.directed_limbs)
+    lowest = min(config.heatmap_threshold, config.fill_threshold)   # weaker peaks may only fill
     if PEAK_OUTPUTS[0] in named:
         scores, cells, offsets, refinements = (named[n] for n in PEAK_OUTPUTS)
         if scores.shape[0] != skeleton.num_keypoints or offsets.shape[0] != num_limbs:
             raise ValueError(f"peak outputs {scores.shape} / {offsets.shape} do not fit skeleton {skeleton.name}")
-        peaks, where = peaks_from_graph(scores, cells, config.heatmap_threshold, config.top_k, meta.map_width)
+        peaks, where = peaks_from_graph(scores, cells, lowest, config.top_k, meta.map_width)
         peaks = place_peaks(peaks, where, refinements)
     else:
         heatmaps, offsets = named["heatmaps"], named["offsets"]
         if heatmaps.shape[0] != skeleton.num_keypoints or offsets.shape[0] != skeleton.num_offset_channels:
             raise ValueError(f"outputs {heatmaps.shape} / {offsets.shape} do not fit skeleton {skeleton.name}")
-        peaks, where = peaks_from_maps(heatmaps, config.heatmap_threshold, config.top_k)
+        peaks, where = peaks_from_maps(heatmaps, lowest, config.top_k)
         offsets = offsets.reshape(num_limbs, 2, -1)
         refinements = named.get("refinements")
         if refinements is None:
             peaks = refine_peaks(heatmaps, peaks)
         else:
             peaks = place_peaks(peaks, where, refinements.reshape(skeleton.num_keypoints, 2, -1))
-    peak_a, peak_b, score = candidate_connections(peaks, where, offsets, skeleton, meta.offset_scale,
-                                                  config.max_offset_distance)
-    assignment = group_people(peaks.kind, peak_a, peak_b, score, skeleton.num_keypoints, config.min_keypoints)
-    people = score_people(peaks, assignment, config.person_threshold, config.max_persons)
+    strong = np.flatnonzero(peaks.score > config.heatmap_threshold)
+    peak_a, peak_b, score = candidate_connections(select_peaks(peaks, strong), where[strong], offsets, skeleton,
+                                                  meta.offset_scale, config.max_offset_distance)
+    grouped = group_people(peaks.kind[strong], peak_a, peak_b, score, skeleton.num_keypoints, config.min_keypoints)
+    grouped = reindex(grouped, strong)
+    assignment = fill_missing(grouped, peaks, where, offsets, skeleton, meta.offset_scale, config.fill_threshold,
+                              config.max_offset_distance)
+    people = score_people(peaks, assignment, config.person_threshold, config.max_persons, grouped >= 0)
     return people.map_xy(lambda uv: map_to_input(uv, meta.stride))

@@ -41,13 +41,20 @@ class DecoderConfig:
     # wrong joins and keeps more of the right ones; +0.013 held-out AP for the shipped model,
     # +0.007 on crowds, 0.1-0.3 ms more decoding at 10-30 people (benchmarks: "Decoder default").
     max_offset_distance: float = 8.0
-    person_threshold: float = 0.15   # mean keypoint score (missing = 0) a person needs (benchmarks: "Decoder default")
+    # Lowest score a person needs (rtpose.decoder.score_people; benchmarks: "Decoder default").
+    person_threshold: float = 0.15
     max_persons: int = 40
     min_keypoints: int = 2
+    # A peak above this may fill a keypoint grouping left missing (rtpose.decoder.fill_missing);
+    # 1 turns filling off. Held-out AP of 30-minute models +0.012 to +0.013 over no filling
+    # (benchmarks/README.md, "Filling missing keypoints").
+    fill_threshold: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.heatmap_threshold < 1.0:
             raise ValueError("heatmap_threshold must be in [0, 1)")
+        if not 0.0 <= self.fill_threshold <= 1.0:
+            raise ValueError("fill_threshold must be in [0, 1] (1: no filling)")
         if self.top_k < 1 or self.max_persons < 1 or self.min_keypoints < 1:
             raise ValueError("top_k, max_persons and min_keypoints must be at least 1")
         if self.max_offset_distance <= 0:

@@ -1,12 +1,14 @@
 """Each decoder step alone, on small hand-written maps, then the chain on encoded targets."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from rtpose.decoder import (Peaks, assemble_people, connect_limbs, decode, find_peaks, input_to_map,
-                            map_to_input, refine_peaks, regress_peaks, score_people)
+from rtpose.decoder import (Peaks, assemble_people, connect_limbs, decode, drop_duplicates, fill_missing, find_peaks,
+                            input_to_map, map_to_input, refine_peaks, regress_peaks, score_people)
 from rtpose.model_meta import DecoderConfig, ModelMeta
-from rtpose.skeleton import Skeleton
+from rtpose.skeleton import COCO, Skeleton
 from trainer.targets import encode
 
 # Three keypoints in a chain: a - b - c.
@@ -94,9 +96,74 @@ def test_score_people_orders_and_thresholds():
     peaks, _ = _two_chains()
     peaks = Peaks(peaks.kind, peaks.cell, peaks.xy, np.array([0.9, 0.9, 0.9, 0.2, 0.2, 0.0], np.float32))
     people = score_people(peaks, np.array([[3, 4, -1], [0, 1, 2]]), person_threshold=0.1, max_persons=5)
-    assert people.scores.tolist() == pytest.approx([0.9, 0.4 / 3])
+    # The mean score of the keypoints found, times the fraction found to the power 1/4.
+    assert people.scores.tolist() == pytest.approx([0.9, 0.2 * (2 / 3) ** 0.25])
     assert people.keypoints[1, 2].tolist() == [0.0, 0.0, 0.0]       # missing keypoint
     assert len(score_people(peaks, np.array([[3, 4, -1], [0, 1, 2]]), 0.5, 5)) == 1
+    # Filled keypoints are placed but do not score: only the grouped ones do.
+    filled = score_people(peaks, np.array([[3, 4, 5]]), 0.0, 5, grouped=np.array([[True, True, False]]))
+    assert filled.scores.tolist() == pytest.approx([0.2 * (2 / 3) ** 0.25])
+
+
+def test_drop_duplicates_drops_people_most_of_whose_peaks_a_better_one_has():
+    # Peak indices per keypoint of three five-keypoint people, best first. The second
+    # has 4 of its 5 peaks from the first (a fragment filled from it): a copy. The
+    # third shares 3 of 5 (people overlapping): kept.
+    assignment = np.array([[0, 1, 2, 3, 4], [5, 1, 2, 3, 4], [6, 7, 2, 3, -1], [8, 9, -1, -1, -1]])
+    assert drop_duplicates(assignment, np.arange(4)).tolist() == [0, 2, 3]
+    # The better-ranked of two keeps its place; the other is the copy.
+    assert drop_duplicates(assignment, np.array([1, 0, 2, 3])).tolist() == [1, 2, 3]
+
+
+def _weak_chain():
+    """a (strong) then b and c (weak, 0.1) 3 cells apart, each guiding to the next; a strong decoy b 4 cells aside.
+
+    Peaks sorted by type, as the peak finders give them: a, b, the decoy b, c.
+    """
+    cells = np.array([[2, 1], [2, 4], [6, 4], [2, 7]])
+    peaks = Peaks(kind=np.array([0, 1, 1, 2]), cell=cells, xy=cells.astype(np.float32),
+                  score=np.array([0.9, 0.1, 0.95, 0.1], np.float32))
+    offsets = np.zeros((len(CHAIN.directed_limbs), 2, 10 * 12), np.float32)    # table [L, 2, cells]
+    where = cells[:, 1] * 12 + cells[:, 0]
+    offsets[0, :, where[0]] = (0, 3)                                           # a -> b
+    offsets[2, :, where[1]] = (0, 3)                                           # b -> c
+    return peaks, where, offsets
+
+
+def test_fill_missing_follows_the_guides_from_peak_to_peak():
+    peaks, where, offsets = _weak_chain()
+    alone = np.array([[0, -1, -1]])
+    # Through the weak b on to c; the stronger decoy is beyond the radius of the guided point.
+    assert fill_missing(alone, peaks, where, offsets, CHAIN, 1.0, threshold=0.05, radius=1.0).tolist() == [[0, 1, 3]]
+    # Peaks at or below the fill threshold fill nothing; a threshold of 1 turns filling off.
+    for threshold in (0.1, 1.0):
+        assert fill_missing(alone, peaks, where, offsets, CHAIN, 1.0, threshold, 1.0).tolist() == [[0, -1, -1]]
+    # Within the radius the best peak wins; it then guides on (here, nowhere near c).
+    assert fill_missing(alone, peaks, where, offsets, CHAIN, 1.0, 0.05, radius=4.5).tolist() == [[0, 2, -1]]
+
+
+def test_a_keypoint_hidden_behind_another_persons_is_filled_from_the_shared_peak():
+    """Two people, one a step behind the other, its left knee 1 px beside the front one's: one peak for both."""
+    meta = ModelMeta()
+    front = np.array([[100, 40], [104, 36], [96, 36], [110, 38], [90, 38], [120, 70], [80, 70], [126, 110],
+                      [74, 110], [128, 145], [72, 145], [114, 150], [86, 150], [116, 200], [84, 200], [118, 245],
+                      [82, 245]], np.float32)
+    behind = front + (30, 0)
+    knee = COCO.keypoints.index("left_knee")
+    behind[knee] = front[knee] + (1, 0)
+    truth = np.concatenate([np.stack([front, behind]), np.full((2, 17, 1), 2, np.float32)], axis=2)
+    targets = encode(truth, np.array([20000.0, 20000.0]), meta)
+
+    def knees(fill_threshold):
+        config = replace(meta.decoder, fill_threshold=fill_threshold)
+        people = decode(targets.heatmaps, targets.offsets, targets.refinements, meta, config)
+        assert len(people) == 2
+        return people.keypoints[:, knee]
+
+    assert (knees(1.0)[:, 2] > 0).sum() == 1                   # grouped: the peak goes to one person
+    filled = knees(0.05)
+    assert (filled[:, 2] > 0).all()
+    assert np.abs(filled[:, :2] - front[knee]).max() <= 1.5    # both at the shared knee
 
 
 @pytest.mark.parametrize("with_refinements", [True, False])

@@ -122,6 +122,8 @@ KNOBS = [
     {"max_persons": 3},
     {"min_keypoints": 1},
     {"min_keypoints": 6},
+    {"fill_threshold": 0.3},
+    {"fill_threshold": 1.0},
 ]
 
 
