@@ -149,6 +149,13 @@ def select_peaks(peaks: Peaks, keep: np.ndarray) -> Peaks:
     return Peaks(kind=peaks.kind[keep], cell=peaks.cell[keep], xy=peaks.xy[keep], score=peaks.score[keep])
 
 
+def rank_by_type(kind: np.ndarray, num_types: int) -> tuple[np.ndarray, int]:
+    """Each peak's place among the peaks of its type, and the most peaks of any type: where peaks
+    go in a ``[K, T]`` table by type. ``kind`` must be sorted, as the peak finders give it."""
+    counts = np.bincount(kind, minlength=num_types)
+    return np.arange(len(kind)) - (np.cumsum(counts) - counts)[kind], int(counts.max(initial=0))
+
+
 def reindex(assignment: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Peak indices into ``select_peaks(peaks, keep)`` -> into ``peaks``; -1 (missing) stays -1."""
     return np.where(assignment >= 0, keep[np.maximum(assignment, 0)], -1)
@@ -252,9 +259,8 @@ def fill_missing(assignment: np.ndarray, peaks: Peaks, where: np.ndarray, offset
     # The candidates, in [K, T] tables per type, padded with peaks at infinity.
     candidates = np.flatnonzero(peaks.score > threshold)
     kind = peaks.kind[candidates]
-    counts = np.bincount(kind, minlength=k)
-    rank = np.arange(len(candidates)) - (np.cumsum(counts) - counts)[kind]
-    index = np.full((k, max(int(counts.max(initial=0)), 1)), -1, np.int64)
+    rank, width = rank_by_type(kind, k)
+    index = np.full((k, max(width, 1)), -1, np.int64)
     index[kind, rank] = candidates
     x, y = np.full(index.shape, np.inf, np.float32), np.full(index.shape, np.inf, np.float32)
     x[kind, rank], y[kind, rank] = peaks.xy[candidates, 0], peaks.xy[candidates, 1]

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtpose.decoder import (Peaks, People, _top_k_per_kind, fill_missing, map_to_input, refine_peaks, reindex,
-                            score_people, select_peaks)
+from rtpose.decoder import (Peaks, People, _top_k_per_kind, fill_missing, map_to_input, rank_by_type, refine_peaks,
+                            reindex, score_people, select_peaks)
 from rtpose.model_meta import DecoderConfig, ModelMeta
 from rtpose.skeleton import Skeleton
 
@@ -132,9 +132,7 @@ def candidate_connections(peaks: Peaks, where: np.ndarray, offsets: np.ndarray, 
         return empty
     # Peaks of each type in a row of a [K, T] table, padded with dummy peaks
     # at infinity, so that every limb's [T, T] pairs are one broadcast.
-    counts = np.bincount(peaks.kind, minlength=skeleton.num_keypoints)
-    width = int(counts.max())
-    rank = np.arange(len(peaks)) - (np.cumsum(counts) - counts)[peaks.kind]
+    rank, width = rank_by_type(peaks.kind, skeleton.num_keypoints)
     index = np.zeros((skeleton.num_keypoints, width), np.int64)
     index[peaks.kind, rank] = np.arange(len(peaks))
     xy = np.full((skeleton.num_keypoints, width, 2), np.inf, np.float32)
