@@ -30,11 +30,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export.formats import ExportError
 from export.onnx_file import load_onnx, read_onnx_meta, rewrite_onnx, write_onnx_meta
+from rtpose.decoder import REFINEMENT_LIMIT, VOTE_FLOOR, VOTE_RADIUS, VOTE_STEPS
 from rtpose.fast_decoder import PEAK_OUTPUTS
 from rtpose.model_meta import ModelMeta
 
 DENSE_OUTPUTS = ("heatmaps", "offsets", "refinements")
 NO_PEAK = -1.0   # score in a top-k slot the map has no peak for
+MOVE_TOLERANCE = 1e-4   # map pixels the graph's refinement votes may differ from numpy's (summed in another order)
 
 
 def add_peak_outputs(model: onnx.ModelProto, top_k: int, keep_dense: bool = False,
@@ -104,7 +106,8 @@ def add_peak_outputs(model: onnx.ModelProto, top_k: int, keep_dense: bool = Fals
     source_cells = node("Gather", [cells_out, const("sources", np.array(sources, np.int64))],
                         "peaks/source_cells", axis=1)
     gather_at(offsets, len(sources), source_cells, PEAK_OUTPUTS[2])
-    gather_at(refinements, skeleton.num_keypoints, cells_out, PEAK_OUTPUTS[3])
+    gather_at(voted_refinements(node, const, heatmaps, refinements, skeleton.num_keypoints),
+              skeleton.num_keypoints, cells_out, PEAK_OUTPUTS[3])
 
     dense_batch = next(o for o in graph.output if o.name == heatmaps).type.tensor_type.shape.dim[0]
     batch = dense_batch.dim_param if dense_batch.HasField("dim_param") else (dense_batch.dim_value or "batch")
@@ -123,6 +126,57 @@ def add_peak_outputs(model: onnx.ModelProto, top_k: int, keep_dense: bool = Fals
     write_onnx_meta(out, replace(meta, output_names=names, peak_top_k=top_k, decoder=decoder))
     onnx.checker.check_model(out)
     return out
+
+
+def voted_refinements(node, const, heatmaps: str, refinements: str, k: int) -> str:
+    """:func:`rtpose.decoder.vote_refinements` at every cell: ``[N, K, 2, h, w]``, each cell's move to its keypoint.
+
+    For each of the nine steps, every cell's vote (its clipped refinement plus
+    the step) and weight (heatmap squared; 0 where the vote lands beyond
+    ``VOTE_RADIUS``, except for the step 0) are moved by that step with a
+    one-hot depthwise convolution (zero padding: cells outside the map do
+    not vote), then summed over the steps.
+    """
+    low, high = (const(n, np.array(v, np.float32)) for n, v in (("vote_low", -REFINEMENT_LIMIT),
+                                                                 ("vote_high", REFINEMENT_LIMIT)))
+    radius2 = const("vote_radius2", np.array(VOTE_RADIUS ** 2, np.float32))
+    weight = node("Mul", [heatmaps, heatmaps], "peaks/vote_weight")
+    parts = []
+    for axis, name in enumerate("xy"):
+        part = node("Gather", [refinements, const(f"vote_{name}_channels", np.arange(axis, 2 * k, 2, dtype=np.int64))],
+                    f"peaks/refinement_{name}", axis=1)
+        parts.append(node("Clip", [part, low, high], f"peaks/refinement_{name}_clip"))
+    sums = []
+    for dx, dy in VOTE_STEPS:
+        step = f"{dx + 1}{dy + 1}"
+        move_x = node("Add", [parts[0], const(f"vote_dx_{step}", np.array(dx, np.float32))], f"peaks/vote_x_{step}")
+        move_y = node("Add", [parts[1], const(f"vote_dy_{step}", np.array(dy, np.float32))], f"peaks/vote_y_{step}")
+        votes = weight
+        if dx or dy:
+            length2 = node("Add", [node("Mul", [move_x, move_x], f"peaks/vote_x2_{step}"),
+                                   node("Mul", [move_y, move_y], f"peaks/vote_y2_{step}")], f"peaks/vote_len2_{step}")
+            near = node("Cast", [node("Less", [length2, radius2], f"peaks/vote_near_{step}")],
+                        f"peaks/vote_nearf_{step}", to=TensorProto.FLOAT)
+            votes = node("Mul", [weight, near], f"peaks/vote_weight_{step}")
+        stacked = node("Concat", [node("Mul", [votes, move_x], f"peaks/vote_wx_{step}"),
+                                  node("Mul", [votes, move_y], f"peaks/vote_wy_{step}"), votes],
+                       f"peaks/vote_stack_{step}", axis=1)
+        one_hot = np.zeros((3 * k, 1, 3, 3), np.float32)
+        one_hot[:, 0, 1 + dy, 1 + dx] = 1.0            # out(c) = in(c + step)
+        sums.append(node("Conv", [stacked, const(f"vote_shift_{step}", one_hot)], f"peaks/vote_moved_{step}",
+                         group=3 * k, pads=[1, 1, 1, 1]))
+    summed = node("Sum", sums, "peaks/vote_sums")        # [N, 3K, h, w]: weighted x, weighted y, weight
+
+    def channels(i: int, name: str) -> str:
+        return node("Gather", [summed, const(f"vote_{name}_part", np.arange(i * k, (i + 1) * k, dtype=np.int64))],
+                    f"peaks/vote_{name}_sum", axis=1)
+
+    total = node("Max", [channels(2, "total"), const("vote_floor", np.array(VOTE_FLOOR, np.float32))],
+                 "peaks/vote_total_safe")
+    pair_axis = const("vote_axis", np.array([2], np.int64))
+    moves = [node("Unsqueeze", [node("Div", [channels(i, name), total], f"peaks/move_{name}"), pair_axis],
+                  f"peaks/move_{name}_pair") for i, name in enumerate("xy")]
+    return node("Concat", moves, "peaks/moves", axis=2)
 
 
 def dense_maps_model(meta: ModelMeta, opset: int = 17) -> onnx.ModelProto:
@@ -159,7 +213,7 @@ def compare_peaks(dense_model: str | Path | onnx.ModelProto, top_k: int, batch: 
     """
     import onnxruntime as ort
 
-    from rtpose.decoder import find_peaks
+    from rtpose.decoder import find_peaks, regress_peaks
     from rtpose.fast_decoder import peaks_from_graph
     from rtpose.preprocess import network_input
 
@@ -172,16 +226,19 @@ def compare_peaks(dense_model: str | Path | onnx.ModelProto, top_k: int, batch: 
     pixels = np.random.default_rng(seed).integers(0, 256, (batch, meta.input_height, meta.input_width, 3), np.uint8)
     named = dict(zip(meta.output_names, session.run(list(meta.output_names),
                                                     {meta.input_name: network_input(pixels, meta)})))
-    threshold, total = meta.decoder.heatmap_threshold, 0
+    threshold, total, worst = meta.decoder.heatmap_threshold, 0, 0.0
     for i in range(batch):
         want = find_peaks(named["heatmaps"][i], threshold, top_k)
         got, slot = peaks_from_graph(named["peak_scores"][i], named["peak_cells"][i], threshold, top_k, meta.map_width)
-        cell = want.cell[:, 1] * meta.map_width + want.cell[:, 0]
-        refinements = named["refinements"][i].reshape(meta.skeleton.num_keypoints, 2, -1)
         if not (np.array_equal(want.kind, got.kind) and np.array_equal(want.cell, got.cell)
-                and np.array_equal(want.score, got.score)
-                and np.array_equal(refinements[want.kind, :, cell], named["peak_refinements"][i][got.kind, :, slot])):
+                and np.array_equal(want.score, got.score)):
             raise RuntimeError(f"in-graph peaks differ from numpy find_peaks on image {i} of the check batch")
-        total += len(got)
-    return f"in-graph peaks (top {top_k}) vs numpy find_peaks (onnxruntime), batch {batch}: {total} peaks, all equal"
+        moves = regress_peaks(named["heatmaps"][i], named["refinements"][i], want).xy - want.cell
+        difference = float(np.abs(moves - named["peak_refinements"][i][got.kind, :, slot]).max(initial=0))
+        if difference > MOVE_TOLERANCE:
+            raise RuntimeError(f"in-graph refinement votes differ from numpy's by {difference:.2g} map pixels "
+                               f"on image {i} of the check batch")
+        total, worst = total + len(got), max(worst, difference)
+    return (f"in-graph peaks (top {top_k}) vs numpy find_peaks (onnxruntime), batch {batch}: {total} peaks, all equal;"
+            f" refinement votes within {worst:.1g} map pixels")
 

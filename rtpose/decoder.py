@@ -4,8 +4,8 @@ The chain, each step a pure function over arrays so it can be tested alone:
 
     find_peaks -> regress_peaks -> connect_limbs -> assemble_people -> fill_missing -> score_people
 
-``regress_peaks`` places each peak within its cell by the model's predicted
-refinement; :func:`refine_peaks` (a parabola through the log-heatmap) does it
+``regress_peaks`` places each peak by the model's predicted refinements
+around it; :func:`refine_peaks` (a parabola through the log-heatmap) does it
 from the heatmap alone, for models without refinements.
 
 Grouping follows SimplePose: for every limb ``(a, b)`` each peak of ``a``
@@ -40,6 +40,7 @@ from rtpose.model_meta import DecoderConfig, ModelMeta
 from rtpose.skeleton import Skeleton
 
 _EPS = 1e-10
+VOTE_FLOOR = 1e-10       # least total weight of a vote (a cell with no heat around it moves by 0)
 
 
 def input_to_map(xy: np.ndarray, stride: int) -> np.ndarray:
@@ -135,14 +136,54 @@ def refine_peaks(heatmaps: np.ndarray, peaks: Peaks) -> Peaks:
     return Peaks(kind=peaks.kind, cell=peaks.cell, xy=xy, score=peaks.score)
 
 
-def regress_peaks(refinements: np.ndarray, peaks: Peaks, limit: float = 1.5) -> Peaks:
-    """Sub-pixel positions from the predicted refinement at each peak's cell (``[2K, h, w]``)."""
+
+
+def regress_peaks(heatmaps: np.ndarray, refinements: np.ndarray, peaks: Peaks) -> Peaks:
+    """Sub-pixel positions from the refinements predicted around each peak (``[2K, h, w]``).
+
+    Each cell of a peak's 3x3 neighbourhood votes for where the keypoint is
+    (the cell plus its refinement), weighted by its heatmap value squared.
+    The peak's own cell always votes; a neighbour only where its vote lands
+    within ``VOTE_RADIUS`` of the peak's cell. Cells are trained to point at
+    a keypoint only within ``REFINEMENT_RADIUS`` of it (the trainer's
+    encoder), so a neighbour beyond that points nowhere in particular, and
+    its vote would pull the peak towards the neighbour. The mean of the votes
+    is more precise than the peak cell's own refinement (benchmarks/README.md,
+    "Placing and ranking people").
+    """
     if len(peaks) == 0:
         return peaks
-    k, x, y = peaks.kind, peaks.cell[:, 0], peaks.cell[:, 1]
-    delta = np.stack([refinements[2 * k, y, x], refinements[2 * k + 1, y, x]], axis=1)
-    xy = peaks.cell.astype(np.float32) + np.clip(delta, -limit, limit).astype(np.float32)
-    return Peaks(kind=peaks.kind, cell=peaks.cell, xy=xy, score=peaks.score)
+    k, h, w = heatmaps.shape
+    moves = vote_refinements(heatmaps.reshape(k, -1), refinements.reshape(k, 2, -1), peaks.kind,
+                             peaks.cell[:, 0], peaks.cell[:, 1], w, h)
+    return Peaks(kind=peaks.kind, cell=peaks.cell, xy=peaks.cell.astype(np.float32) + moves, score=peaks.score)
+
+
+REFINEMENT_LIMIT = 1.5   # map pixels one cell's refinement may point away from it
+VOTE_RADIUS = 0.9        # map pixels from a peak's cell within which a neighbour's vote counts
+VOTE_STEPS = [(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+
+
+def vote_refinements(heatmaps: np.ndarray, refinements: np.ndarray, kind: np.ndarray, x: np.ndarray, y: np.ndarray,
+                     width: int, height: int) -> np.ndarray:
+    """:func:`regress_peaks`' move from each cell ``(x, y)`` of type ``kind`` to its keypoint, ``[P, 2]``.
+
+    ``heatmaps [K, h*w]`` and ``refinements [K, 2, h*w]`` are flat tables;
+    cells outside the map do not vote. ``export.peak_graph`` computes the
+    same at every cell, in the graph.
+    """
+    numerator = np.zeros((len(kind), 2), np.float32)
+    total = np.zeros(len(kind), np.float32)
+    for dx, dy in VOTE_STEPS:
+        nx, ny = x + dx, y + dy
+        inside = (nx >= 0) & (nx < width) & (ny >= 0) & (ny < height)
+        cell = np.where(inside, ny * width + nx, 0)
+        move = np.clip(refinements[kind, :, cell], -REFINEMENT_LIMIT, REFINEMENT_LIMIT) + np.float32([dx, dy])
+        votes = inside & ((dx == 0 and dy == 0) | (np.square(move).sum(axis=1) < np.float32(VOTE_RADIUS ** 2)))
+        weight = np.where(votes, np.square(heatmaps[kind, cell]), np.float32(0))
+        numerator += weight[:, None] * move
+        total += weight
+    return numerator / np.maximum(total, np.float32(VOTE_FLOOR))[:, None]
 
 
 def select_peaks(peaks: Peaks, keep: np.ndarray) -> Peaks:
@@ -294,14 +335,15 @@ def fill_missing(assignment: np.ndarray, peaks: Peaks, where: np.ndarray, offset
 
 
 def score_people(peaks: Peaks, assignment: np.ndarray, person_threshold: float, max_persons: int,
-                 grouped: np.ndarray | None = None) -> People:
+                 sigmas: np.ndarray, grouped: np.ndarray | None = None) -> People:
     """Keypoints and scores; a missing keypoint is (0, 0, 0).
 
     A person's score is the mean score of the keypoints grouping found
-    (``grouped [N, K]``, by default all it has) times the fraction of the K
-    types found to the power 1/4. The plain mean over all K types, missing
-    ones as 0, ranks people cut by the image border or partly hidden too
-    low (benchmarks/README.md, "Filling missing keypoints", for the power).
+    (``grouped [N, K]``, by default all it has), times the fraction of the K
+    types found to the power 1/4, times the OKS its size lets it keep
+    (:func:`size_factor`). The plain mean over all K types, missing ones as
+    0, ranks people cut by the image border or partly hidden too low
+    (benchmarks/README.md, "Filling missing keypoints", for the power).
     People above ``person_threshold`` come best first, copies dropped
     (:func:`drop_duplicates`), at most ``max_persons``.
     """
@@ -314,10 +356,31 @@ def score_people(peaks: Peaks, assignment: np.ndarray, person_threshold: float, 
     grouped = found if grouped is None else grouped
     count = grouped.sum(axis=1)
     mean = np.where(grouped, keypoints[..., 2], 0).sum(axis=1) / np.maximum(count, 1)
-    scores = (mean * (count / k) ** 0.25).astype(np.float32)
+    scores = (mean * (count / k) ** 0.25 * size_factor(keypoints[..., :2], found, sigmas)).astype(np.float32)
     order = np.argsort(-scores, kind="stable")
     order = drop_duplicates(assignment, order[scores[order] >= person_threshold])[:max_persons]
     return People(keypoints=keypoints[order], scores=scores[order])
+
+
+LOCALISATION_ERROR = 0.25   # map pixels: about the median distance of a decoded keypoint from the truth
+
+
+def size_factor(xy: np.ndarray, found: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+    """The OKS each person keeps if each of its keypoints is ``LOCALISATION_ERROR`` off, ``[N]``.
+
+    OKS divides a keypoint's error by the person's size, and the decoder's
+    error is about the same in map pixels whatever the size, so a small
+    person is less likely to match than a large one with the same keypoint
+    scores. The size is the area of the box around its keypoints (at least
+    1 map pixel squared), the OKS COCO's: mean of exp(-e^2 / (2 area (2 sigma)^2)).
+    Ranking by it adds 0.008 AP on the held-out set (benchmarks/README.md,
+    "Placing and ranking people").
+    """
+    lowest = np.where(found[..., None], xy, np.inf).min(axis=1, initial=np.inf)
+    highest = np.where(found[..., None], xy, -np.inf).max(axis=1, initial=-np.inf)
+    area = np.maximum(np.prod(np.maximum(highest - lowest, 0), axis=1), 1.0)
+    kept = np.exp(-LOCALISATION_ERROR ** 2 / (2 * area[:, None] * np.square(2 * np.asarray(sigmas))[None]))
+    return np.where(found, kept, 0).sum(axis=1) / np.maximum(found.sum(axis=1), 1)
 
 
 DUPLICATE_SHARE = 0.7   # of a person's keypoints that, held by one better-ranked person, make it a duplicate
@@ -358,7 +421,7 @@ def decode(heatmaps: np.ndarray, offsets: np.ndarray, refinements: np.ndarray | 
     if heatmaps.shape[0] != skeleton.num_keypoints or offsets.shape[0] != skeleton.num_offset_channels:
         raise ValueError(f"outputs {heatmaps.shape} / {offsets.shape} do not fit skeleton {skeleton.name}")
     peaks = find_peaks(heatmaps, min(config.heatmap_threshold, config.fill_threshold), config.top_k)
-    peaks = refine_peaks(heatmaps, peaks) if refinements is None else regress_peaks(refinements, peaks)
+    peaks = refine_peaks(heatmaps, peaks) if refinements is None else regress_peaks(heatmaps, refinements, peaks)
     strong = np.flatnonzero(peaks.score > config.heatmap_threshold)    # the peaks grouping joins
     joined = select_peaks(peaks, strong)
     connections = connect_limbs(joined, offsets, skeleton, meta.offset_scale, config.max_offset_distance)
@@ -367,6 +430,7 @@ def decode(heatmaps: np.ndarray, offsets: np.ndarray, refinements: np.ndarray | 
     table = offsets.reshape(len(skeleton.directed_limbs), 2, -1)
     assignment = fill_missing(grouped, peaks, where, table, skeleton, meta.offset_scale, config.fill_threshold,
                               config.max_offset_distance)
-    people = score_people(peaks, assignment, config.person_threshold, config.max_persons, grouped >= 0)
+    people = score_people(peaks, assignment, config.person_threshold, config.max_persons, skeleton.sigmas,
+                          grouped >= 0)
     return people.map_xy(lambda uv: map_to_input(uv, meta.stride))
 

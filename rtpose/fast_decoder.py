@@ -10,7 +10,8 @@
 
 The steps mirror the plain chain, each a function over arrays:
 
-    peaks_from_maps | peaks_from_graph -> place_peaks -> candidate_connections
+    peaks_from_maps -> regress_peaks | peaks_from_graph -> place_peaks
+        -> candidate_connections
         -> group_people -> fill_missing -> score_people
 
 Candidate connections of all limbs are scored in one vectorised pass with the
@@ -32,12 +33,11 @@ from __future__ import annotations
 import numpy as np
 
 from rtpose.decoder import (Peaks, People, _top_k_per_kind, fill_missing, map_to_input, rank_by_type, refine_peaks,
-                            reindex, score_people, select_peaks)
+                            regress_peaks, reindex, score_people, select_peaks)
 from rtpose.model_meta import DecoderConfig, ModelMeta
 from rtpose.skeleton import Skeleton
 
 PEAK_OUTPUTS = ("peak_scores", "peak_cells", "peak_offsets", "peak_refinements")
-REFINEMENT_LIMIT = 1.5   # as regress_peaks: map pixels a refinement may move a peak
 
 
 def peaks_from_maps(heatmaps: np.ndarray, threshold: float, top_k: int) -> tuple[Peaks, np.ndarray]:
@@ -113,11 +113,9 @@ def peaks_from_graph(scores: np.ndarray, cells: np.ndarray, threshold: float, to
     return peaks, slot
 
 
-def place_peaks(peaks: Peaks, where: np.ndarray, refinements: np.ndarray) -> Peaks:
-    """:func:`rtpose.decoder.regress_peaks` on a refinement table ``[K, 2, X]`` read at ``where``."""
-    delta = refinements[peaks.kind, :, where]
-    xy = peaks.cell.astype(np.float32) + np.clip(delta, -REFINEMENT_LIMIT, REFINEMENT_LIMIT).astype(np.float32)
-    return Peaks(kind=peaks.kind, cell=peaks.cell, xy=xy, score=peaks.score)
+def place_peaks(peaks: Peaks, moves: np.ndarray) -> Peaks:
+    """:func:`rtpose.decoder.regress_peaks` for in-graph peaks: the graph has voted their ``moves [P, 2]``."""
+    return Peaks(kind=peaks.kind, cell=peaks.cell, xy=peaks.cell.astype(np.float32) + moves, score=peaks.score)
 
 
 def candidate_connections(peaks: Peaks, where: np.ndarray, offsets: np.ndarray, skeleton: Skeleton,
@@ -247,7 +245,7 @@ def decode_outputs(outputs: tuple[np.ndarray, ...], meta: ModelMeta, config: Dec
         if scores.shape[0] != skeleton.num_keypoints or offsets.shape[0] != num_limbs:
             raise ValueError(f"peak outputs {scores.shape} / {offsets.shape} do not fit skeleton {skeleton.name}")
         peaks, where = peaks_from_graph(scores, cells, lowest, config.top_k, meta.map_width)
-        peaks = place_peaks(peaks, where, refinements)
+        peaks = place_peaks(peaks, refinements[peaks.kind, :, where])   # voted in the graph
     else:
         heatmaps, offsets = named["heatmaps"], named["offsets"]
         if heatmaps.shape[0] != skeleton.num_keypoints or offsets.shape[0] != skeleton.num_offset_channels:
@@ -258,7 +256,7 @@ def decode_outputs(outputs: tuple[np.ndarray, ...], meta: ModelMeta, config: Dec
         if refinements is None:
             peaks = refine_peaks(heatmaps, peaks)
         else:
-            peaks = place_peaks(peaks, where, refinements.reshape(skeleton.num_keypoints, 2, -1))
+            peaks = regress_peaks(heatmaps, refinements, peaks)
     strong = np.flatnonzero(peaks.score > config.heatmap_threshold)
     peak_a, peak_b, score = candidate_connections(select_peaks(peaks, strong), where[strong], offsets, skeleton,
                                                   meta.offset_scale, config.max_offset_distance)
@@ -266,5 +264,6 @@ def decode_outputs(outputs: tuple[np.ndarray, ...], meta: ModelMeta, config: Dec
     grouped = reindex(grouped, strong)
     assignment = fill_missing(grouped, peaks, where, offsets, skeleton, meta.offset_scale, config.fill_threshold,
                               config.max_offset_distance)
-    people = score_people(peaks, assignment, config.person_threshold, config.max_persons, grouped >= 0)
+    people = score_people(peaks, assignment, config.person_threshold, config.max_persons, skeleton.sigmas,
+                          grouped >= 0)
     return people.map_xy(lambda uv: map_to_input(uv, meta.stride))

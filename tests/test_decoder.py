@@ -5,8 +5,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from rtpose.decoder import (Peaks, assemble_people, connect_limbs, decode, drop_duplicates, fill_missing, find_peaks,
-                            input_to_map, map_to_input, refine_peaks, regress_peaks, score_people)
+from rtpose.decoder import (LOCALISATION_ERROR, Peaks, assemble_people, connect_limbs, decode, drop_duplicates, fill_missing, find_peaks,
+                            input_to_map, map_to_input, refine_peaks, regress_peaks, score_people, size_factor)
 from rtpose.model_meta import DecoderConfig, ModelMeta
 from rtpose.skeleton import COCO, Skeleton
 from trainer.targets import encode
@@ -95,14 +95,30 @@ def test_assemble_people_merges_partial_people():
 def test_score_people_orders_and_thresholds():
     peaks, _ = _two_chains()
     peaks = Peaks(peaks.kind, peaks.cell, peaks.xy, np.array([0.9, 0.9, 0.9, 0.2, 0.2, 0.0], np.float32))
-    people = score_people(peaks, np.array([[3, 4, -1], [0, 1, 2]]), person_threshold=0.1, max_persons=5)
-    # The mean score of the keypoints found, times the fraction found to the power 1/4.
-    assert people.scores.tolist() == pytest.approx([0.9, 0.2 * (2 / 3) ** 0.25])
+    sigmas = np.array(CHAIN.sigmas)
+    people = score_people(peaks, np.array([[3, 4, -1], [0, 1, 2]]), 0.05, 5, sigmas)
+    # The mean score of the keypoints found, times the fraction found to the power 1/4, times the size factor.
+    # Both chains are upright lines: no area, which counts as 1 map pixel squared.
+    kept = np.exp(-LOCALISATION_ERROR ** 2 / (2 * 1.0 * 0.2 ** 2))
+    assert people.scores.tolist() == pytest.approx([0.9 * kept, 0.2 * (2 / 3) ** 0.25 * kept])
     assert people.keypoints[1, 2].tolist() == [0.0, 0.0, 0.0]       # missing keypoint
-    assert len(score_people(peaks, np.array([[3, 4, -1], [0, 1, 2]]), 0.5, 5)) == 1
+    assert len(score_people(peaks, np.array([[3, 4, -1], [0, 1, 2]]), 0.3, 5, sigmas)) == 1
     # Filled keypoints are placed but do not score: only the grouped ones do.
-    filled = score_people(peaks, np.array([[3, 4, 5]]), 0.0, 5, grouped=np.array([[True, True, False]]))
-    assert filled.scores.tolist() == pytest.approx([0.2 * (2 / 3) ** 0.25])
+    filled = score_people(peaks, np.array([[3, 4, 5]]), 0.0, 5, sigmas, grouped=np.array([[True, True, False]]))
+    assert filled.scores.tolist() == pytest.approx([0.2 * (2 / 3) ** 0.25 * kept])
+
+
+def test_size_factor_ranks_a_small_person_below_a_large_one():
+    sigmas = np.array(COCO.sigmas)
+    pose = np.random.default_rng(0).uniform(0, 1, (COCO.num_keypoints, 2)).astype(np.float32)
+    found = np.ones((3, COCO.num_keypoints), bool)
+    found[2, 5:] = False                           # the large person again, with only its head
+    small, large, head = size_factor(np.stack([pose * 4, pose * 40, pose * 40]), found, sigmas)
+    assert 0 < small < large < 1 and large > 0.97
+    assert head < large            # a smaller box, and the head's keypoints have COCO's smallest sigmas
+    # A person of one keypoint has no extent: it counts as 1 map pixel squared.
+    lone = size_factor(np.zeros((1, 1, 2), np.float32), np.ones((1, 1), bool), np.array([0.1]))
+    assert lone.tolist() == pytest.approx([np.exp(-LOCALISATION_ERROR ** 2 / (2 * 0.2 ** 2))])
 
 
 def test_drop_duplicates_drops_people_most_of_whose_peaks_a_better_one_has():
@@ -179,13 +195,25 @@ def test_decode_recovers_encoded_people_in_input_pixels(with_refinements):
     assert found[..., :2] == pytest.approx(truth[..., :2], abs=0.05)
 
 
-def test_regress_peaks_places_each_peak_by_its_refinement():
+def test_regress_peaks_places_a_lone_peak_by_its_own_refinement():
+    heatmaps = np.zeros((1, 4, 4), np.float32)
+    heatmaps[0, 1, 2], heatmaps[0, 3, 0] = 0.9, 0.8           # no heat around them: only their own cells vote
     refinements = np.zeros((2, 4, 4), np.float32)
     refinements[:, 1, 2] = (0.3, -0.4)
     refinements[:, 3, 0] = (5.0, 0.0)                          # beyond the limit: clipped
     cells = np.array([[2, 1], [0, 3]])
     peaks = Peaks(np.array([0, 0]), cells, cells.astype(np.float32), np.array([0.9, 0.8], np.float32))
-    assert np.allclose(regress_peaks(refinements, peaks).xy, [[2.3, 0.6], [1.5, 3.0]])
+    assert np.allclose(regress_peaks(heatmaps, refinements, peaks).xy, [[2.3, 0.6], [1.5, 3.0]])
+
+
+def test_regress_peaks_averages_the_votes_of_the_cells_around_a_peak():
+    heatmaps = np.zeros((1, 5, 5), np.float32)
+    refinements = np.zeros((2, 5, 5), np.float32)
+    heatmaps[0, 2, 2], refinements[:, 2, 2] = 1.0, (0.2, 0.0)     # the peak votes for x = 2.2
+    heatmaps[0, 2, 3], refinements[:, 2, 3] = 0.5, (-0.6, 0.0)    # its right neighbour for x = 2.4, weight 0.25
+    heatmaps[0, 1, 2], refinements[:, 1, 2] = 0.5, (0.0, 0.0)     # the one above votes for itself, 1 cell away: ignored
+    peaks = Peaks(np.array([0]), np.array([[2, 2]]), np.array([[2.0, 2.0]], np.float32), np.array([1.0], np.float32))
+    assert np.allclose(regress_peaks(heatmaps, refinements, peaks).xy, [[(2.2 + 0.25 * 2.4) / 1.25, 2.0]])
 
 
 def test_decode_refuses_outputs_of_another_skeleton():
