@@ -106,8 +106,8 @@ def add_peak_outputs(model: onnx.ModelProto, top_k: int, keep_dense: bool = Fals
     source_cells = node("Gather", [cells_out, const("sources", np.array(sources, np.int64))],
                         "peaks/source_cells", axis=1)
     gather_at(offsets, len(sources), source_cells, PEAK_OUTPUTS[2])
-    gather_at(voted_refinements(node, const, heatmaps, refinements, skeleton.num_keypoints),
-              skeleton.num_keypoints, cells_out, PEAK_OUTPUTS[3])
+    vote_at_peaks(node, const, heatmaps, refinements, cells_out, skeleton.num_keypoints, meta.map_width,
+                  meta.map_height, PEAK_OUTPUTS[3])
 
     dense_batch = next(o for o in graph.output if o.name == heatmaps).type.tensor_type.shape.dim[0]
     batch = dense_batch.dim_param if dense_batch.HasField("dim_param") else (dense_batch.dim_value or "batch")
@@ -128,55 +128,69 @@ def add_peak_outputs(model: onnx.ModelProto, top_k: int, keep_dense: bool = Fals
     return out
 
 
-def voted_refinements(node, const, heatmaps: str, refinements: str, k: int) -> str:
-    """:func:`rtpose.decoder.vote_refinements` at every cell: ``[N, K, 2, h, w]``, each cell's move to its keypoint.
+def vote_at_peaks(node, const, heatmaps: str, refinements: str, cells: str, k: int, width: int, height: int,
+                  output: str) -> None:
+    """:func:`rtpose.decoder.vote_refinements` at the top-k cells, in the graph: ``output [N, K, 2, T]``.
 
-    For each of the nine steps, every cell's vote (its clipped refinement plus
-    the step) and weight (heatmap squared; 0 where the vote lands beyond
-    ``VOTE_RADIUS``, except for the step 0) are moved by that step with a
-    one-hot depthwise convolution (zero padding: cells outside the map do
-    not vote), then summed over the steps.
+    The same steps as numpy's, in the same order: for each of the nine
+    steps, the neighbour's heatmap value and refinement are gathered from
+    flat ``[N, K, h*w]`` tables at the peak cell plus the step (cell 0 and
+    weight 0 where that lies outside the map).
     """
+    def table(maps: str, name: str) -> str:
+        return node("Reshape", [maps, const(f"vote_{name}_shape", np.array([0, k, -1], np.int64))],
+                    f"peaks/vote_{name}_table")
+
+    heat = table(heatmaps, "heat")
+    parts = [table(node("Gather", [refinements, const(f"vote_{n}_channels", np.arange(a, 2 * k, 2, dtype=np.int64))],
+                        f"peaks/refinement_{n}", axis=1), f"refinement_{n}") for a, n in enumerate("xy")]
+    w = const("vote_width", np.array(width, np.int64))
+    x = node("Mod", [cells, w], "peaks/vote_cell_x")
+    y = node("Div", [cells, w], "peaks/vote_cell_y")
     low, high = (const(n, np.array(v, np.float32)) for n, v in (("vote_low", -REFINEMENT_LIMIT),
                                                                  ("vote_high", REFINEMENT_LIMIT)))
-    radius2 = const("vote_radius2", np.array(VOTE_RADIUS ** 2, np.float32))
-    weight = node("Mul", [heatmaps, heatmaps], "peaks/vote_weight")
-    parts = []
-    for axis, name in enumerate("xy"):
-        part = node("Gather", [refinements, const(f"vote_{name}_channels", np.arange(axis, 2 * k, 2, dtype=np.int64))],
-                    f"peaks/refinement_{name}", axis=1)
-        parts.append(node("Clip", [part, low, high], f"peaks/refinement_{name}_clip"))
-    sums = []
+    numerator, total = [None, None], None
     for dx, dy in VOTE_STEPS:
         step = f"{dx + 1}{dy + 1}"
-        move_x = node("Add", [parts[0], const(f"vote_dx_{step}", np.array(dx, np.float32))], f"peaks/vote_x_{step}")
-        move_y = node("Add", [parts[1], const(f"vote_dy_{step}", np.array(dy, np.float32))], f"peaks/vote_y_{step}")
-        votes = weight
+        nx = node("Add", [x, const(f"vote_dx_{step}", np.array(dx, np.int64))], f"peaks/vote_nx_{step}")
+        ny = node("Add", [y, const(f"vote_dy_{step}", np.array(dy, np.int64))], f"peaks/vote_ny_{step}")
+        inside = node("And", [
+            node("And", [node("GreaterOrEqual", [nx, const(f"vote_zero_{step}x", np.array(0, np.int64))],
+                              f"peaks/vote_x0_{step}"),
+                         node("Less", [nx, w], f"peaks/vote_xw_{step}")], f"peaks/vote_inx_{step}"),
+            node("And", [node("GreaterOrEqual", [ny, const(f"vote_zero_{step}y", np.array(0, np.int64))],
+                              f"peaks/vote_y0_{step}"),
+                         node("Less", [ny, const(f"vote_height_{step}", np.array(height, np.int64))],
+                              f"peaks/vote_yh_{step}")], f"peaks/vote_iny_{step}")], f"peaks/vote_inside_{step}")
+        cell = node("Where", [inside, node("Add", [node("Mul", [ny, w], f"peaks/vote_row_{step}"), nx],
+                                           f"peaks/vote_flat_{step}"),
+                              const(f"vote_cell0_{step}", np.array(0, np.int64))], f"peaks/vote_cell_{step}")
+        moves = []
+        for part, name, d in zip(parts, "xy", (dx, dy)):
+            moved = node("Clip", [node("GatherElements", [part, cell], f"peaks/vote_r{name}_{step}", axis=2), low, high],
+                         f"peaks/vote_r{name}_clip_{step}")
+            moves.append(node("Add", [moved, const(f"vote_d{name}f_{step}", np.array(d, np.float32))],
+                              f"peaks/vote_m{name}_{step}"))
+        votes = inside
         if dx or dy:
-            length2 = node("Add", [node("Mul", [move_x, move_x], f"peaks/vote_x2_{step}"),
-                                   node("Mul", [move_y, move_y], f"peaks/vote_y2_{step}")], f"peaks/vote_len2_{step}")
-            near = node("Cast", [node("Less", [length2, radius2], f"peaks/vote_near_{step}")],
-                        f"peaks/vote_nearf_{step}", to=TensorProto.FLOAT)
-            votes = node("Mul", [weight, near], f"peaks/vote_weight_{step}")
-        stacked = node("Concat", [node("Mul", [votes, move_x], f"peaks/vote_wx_{step}"),
-                                  node("Mul", [votes, move_y], f"peaks/vote_wy_{step}"), votes],
-                       f"peaks/vote_stack_{step}", axis=1)
-        one_hot = np.zeros((3 * k, 1, 3, 3), np.float32)
-        one_hot[:, 0, 1 + dy, 1 + dx] = 1.0            # out(c) = in(c + step)
-        sums.append(node("Conv", [stacked, const(f"vote_shift_{step}", one_hot)], f"peaks/vote_moved_{step}",
-                         group=3 * k, pads=[1, 1, 1, 1]))
-    summed = node("Sum", sums, "peaks/vote_sums")        # [N, 3K, h, w]: weighted x, weighted y, weight
-
-    def channels(i: int, name: str) -> str:
-        return node("Gather", [summed, const(f"vote_{name}_part", np.arange(i * k, (i + 1) * k, dtype=np.int64))],
-                    f"peaks/vote_{name}_sum", axis=1)
-
-    total = node("Max", [channels(2, "total"), const("vote_floor", np.array(VOTE_FLOOR, np.float32))],
-                 "peaks/vote_total_safe")
+            length2 = node("Add", [node("Mul", [moves[0], moves[0]], f"peaks/vote_x2_{step}"),
+                                   node("Mul", [moves[1], moves[1]], f"peaks/vote_y2_{step}")], f"peaks/vote_len2_{step}")
+            near = node("Less", [length2, const(f"vote_radius2_{step}", np.array(VOTE_RADIUS ** 2, np.float32))],
+                        f"peaks/vote_near_{step}")
+            votes = node("And", [inside, near], f"peaks/vote_votes_{step}")
+        value = node("GatherElements", [heat, cell], f"peaks/vote_heat_{step}", axis=2)
+        weight = node("Where", [votes, node("Mul", [value, value], f"peaks/vote_h2_{step}"),
+                                const(f"vote_none_{step}", np.array(0, np.float32))], f"peaks/vote_weight_{step}")
+        for i, name in enumerate("xy"):
+            term = node("Mul", [weight, moves[i]], f"peaks/vote_w{name}_{step}")
+            numerator[i] = term if numerator[i] is None else node("Add", [numerator[i], term],
+                                                                  f"peaks/vote_sum_{name}_{step}")
+        total = weight if total is None else node("Add", [total, weight], f"peaks/vote_total_{step}")
+    total = node("Max", [total, const("vote_floor", np.array(VOTE_FLOOR, np.float32))], "peaks/vote_total_safe")
     pair_axis = const("vote_axis", np.array([2], np.int64))
-    moves = [node("Unsqueeze", [node("Div", [channels(i, name), total], f"peaks/move_{name}"), pair_axis],
+    pairs = [node("Unsqueeze", [node("Div", [numerator[i], total], f"peaks/move_{name}"), pair_axis],
                   f"peaks/move_{name}_pair") for i, name in enumerate("xy")]
-    return node("Concat", moves, "peaks/moves", axis=2)
+    node("Concat", pairs, output, axis=2)
 
 
 def dense_maps_model(meta: ModelMeta, opset: int = 17) -> onnx.ModelProto:
