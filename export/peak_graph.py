@@ -1,7 +1,8 @@
 """Peaks in the graph: append 3x3 max-pool NMS and top-k to an exported rtpose model.
 
 The model then outputs, per image, its best ``T`` peaks per keypoint type
-with the offset and refinement channels read at each peak's cell, so the
+with the offset channels read at each peak's cell and its refinement voted
+by the cells around it (:func:`vote_at_peaks`), so the
 runtime decoder never touches the dense maps and its work no longer grows
 with the map size. Names and shapes are in :class:`rtpose.model_meta.ModelMeta`;
 the metadata in the file records them (``output_names``, ``peak_top_k``).
@@ -147,24 +148,22 @@ def vote_at_peaks(node, const, heatmaps: str, refinements: str, cells: str, k: i
     w = const("vote_width", np.array(width, np.int64))
     x = node("Mod", [cells, w], "peaks/vote_cell_x")
     y = node("Div", [cells, w], "peaks/vote_cell_y")
-    low, high = (const(n, np.array(v, np.float32)) for n, v in (("vote_low", -REFINEMENT_LIMIT),
-                                                                 ("vote_high", REFINEMENT_LIMIT)))
+    low, high, radius2, no_weight = (const(f"vote_{n}", np.array(v, np.float32)) for n, v in (
+        ("low", -REFINEMENT_LIMIT), ("high", REFINEMENT_LIMIT), ("radius2", VOTE_RADIUS ** 2), ("no_weight", 0)))
+    zero, h = (const(f"vote_{n}", np.array(v, np.int64)) for n, v in (("zero", 0), ("height", height)))
     numerator, total = [None, None], None
     for dx, dy in VOTE_STEPS:
         step = f"{dx + 1}{dy + 1}"
         nx = node("Add", [x, const(f"vote_dx_{step}", np.array(dx, np.int64))], f"peaks/vote_nx_{step}")
         ny = node("Add", [y, const(f"vote_dy_{step}", np.array(dy, np.int64))], f"peaks/vote_ny_{step}")
         inside = node("And", [
-            node("And", [node("GreaterOrEqual", [nx, const(f"vote_zero_{step}x", np.array(0, np.int64))],
-                              f"peaks/vote_x0_{step}"),
+            node("And", [node("GreaterOrEqual", [nx, zero], f"peaks/vote_x0_{step}"),
                          node("Less", [nx, w], f"peaks/vote_xw_{step}")], f"peaks/vote_inx_{step}"),
-            node("And", [node("GreaterOrEqual", [ny, const(f"vote_zero_{step}y", np.array(0, np.int64))],
-                              f"peaks/vote_y0_{step}"),
-                         node("Less", [ny, const(f"vote_height_{step}", np.array(height, np.int64))],
-                              f"peaks/vote_yh_{step}")], f"peaks/vote_iny_{step}")], f"peaks/vote_inside_{step}")
+            node("And", [node("GreaterOrEqual", [ny, zero], f"peaks/vote_y0_{step}"),
+                         node("Less", [ny, h], f"peaks/vote_yh_{step}")], f"peaks/vote_iny_{step}")],
+            f"peaks/vote_inside_{step}")
         cell = node("Where", [inside, node("Add", [node("Mul", [ny, w], f"peaks/vote_row_{step}"), nx],
-                                           f"peaks/vote_flat_{step}"),
-                              const(f"vote_cell0_{step}", np.array(0, np.int64))], f"peaks/vote_cell_{step}")
+                                           f"peaks/vote_flat_{step}"), zero], f"peaks/vote_cell_{step}")
         moves = []
         for part, name, d in zip(parts, "xy", (dx, dy)):
             moved = node("Clip", [node("GatherElements", [part, cell], f"peaks/vote_r{name}_{step}", axis=2), low, high],
@@ -175,12 +174,11 @@ def vote_at_peaks(node, const, heatmaps: str, refinements: str, cells: str, k: i
         if dx or dy:
             length2 = node("Add", [node("Mul", [moves[0], moves[0]], f"peaks/vote_x2_{step}"),
                                    node("Mul", [moves[1], moves[1]], f"peaks/vote_y2_{step}")], f"peaks/vote_len2_{step}")
-            near = node("Less", [length2, const(f"vote_radius2_{step}", np.array(VOTE_RADIUS ** 2, np.float32))],
-                        f"peaks/vote_near_{step}")
+            near = node("Less", [length2, radius2], f"peaks/vote_near_{step}")
             votes = node("And", [inside, near], f"peaks/vote_votes_{step}")
         value = node("GatherElements", [heat, cell], f"peaks/vote_heat_{step}", axis=2)
-        weight = node("Where", [votes, node("Mul", [value, value], f"peaks/vote_h2_{step}"),
-                                const(f"vote_none_{step}", np.array(0, np.float32))], f"peaks/vote_weight_{step}")
+        weight = node("Where", [votes, node("Mul", [value, value], f"peaks/vote_h2_{step}"), no_weight],
+                      f"peaks/vote_weight_{step}")
         for i, name in enumerate("xy"):
             term = node("Mul", [weight, moves[i]], f"peaks/vote_w{name}_{step}")
             numerator[i] = term if numerator[i] is None else node("Add", [numerator[i], term],
