@@ -131,7 +131,7 @@ def add_peak_outputs(model: onnx.ModelProto, top_k: int, keep_dense: bool = Fals
 
 def vote_at_peaks(node, const, heatmaps: str, refinements: str, cells: str, k: int, width: int, height: int,
                   output: str) -> None:
-    """:func:`rtpose.decoder.vote_refinements` at the top-k cells, in the graph: ``output [N, K, 2, T]``.
+    """:func:`rtpose.decoder.regress_peaks`' votes at the top-k cells, in the graph: ``output [N, K, 2, T]``.
 
     The same steps as numpy's, in the same order: for each of the nine
     steps, the neighbour's heatmap value and refinement are gathered from

@@ -136,6 +136,9 @@ def refine_peaks(heatmaps: np.ndarray, peaks: Peaks) -> Peaks:
     return Peaks(kind=peaks.kind, cell=peaks.cell, xy=xy, score=peaks.score)
 
 
+REFINEMENT_LIMIT = 1.5   # map pixels one cell's refinement may point away from it
+VOTE_RADIUS = 0.9        # map pixels from a peak's cell within which a neighbour's vote counts
+VOTE_STEPS = [(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 
 
 def regress_peaks(heatmaps: np.ndarray, refinements: np.ndarray, peaks: Peaks) -> Peaks:
@@ -149,41 +152,27 @@ def regress_peaks(heatmaps: np.ndarray, refinements: np.ndarray, peaks: Peaks) -
     encoder), so a neighbour beyond that points nowhere in particular, and
     its vote would pull the peak towards the neighbour. The mean of the votes
     is more precise than the peak cell's own refinement (benchmarks/README.md,
-    "Placing and ranking people").
+    "Placing and ranking people"). Cells outside the map do not vote.
+    ``export.peak_graph.vote_at_peaks`` takes the same steps in the graph.
     """
     if len(peaks) == 0:
         return peaks
-    k, h, w = heatmaps.shape
-    moves = vote_refinements(heatmaps.reshape(k, -1), refinements.reshape(k, 2, -1), peaks.kind,
-                             peaks.cell[:, 0], peaks.cell[:, 1], w, h)
-    return Peaks(kind=peaks.kind, cell=peaks.cell, xy=peaks.cell.astype(np.float32) + moves, score=peaks.score)
-
-
-REFINEMENT_LIMIT = 1.5   # map pixels one cell's refinement may point away from it
-VOTE_RADIUS = 0.9        # map pixels from a peak's cell within which a neighbour's vote counts
-VOTE_STEPS = [(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-
-
-def vote_refinements(heatmaps: np.ndarray, refinements: np.ndarray, kind: np.ndarray, x: np.ndarray, y: np.ndarray,
-                     width: int, height: int) -> np.ndarray:
-    """:func:`regress_peaks`' move from each cell ``(x, y)`` of type ``kind`` to its keypoint, ``[P, 2]``.
-
-    ``heatmaps [K, h*w]`` and ``refinements [K, 2, h*w]`` are flat tables;
-    cells outside the map do not vote. ``export.peak_graph`` computes the
-    same at every cell, in the graph.
-    """
+    k, height, width = heatmaps.shape
+    heat, table = heatmaps.reshape(k, -1), refinements.reshape(k, 2, -1)
+    kind, x, y = peaks.kind, peaks.cell[:, 0], peaks.cell[:, 1]
     numerator = np.zeros((len(kind), 2), np.float32)
     total = np.zeros(len(kind), np.float32)
     for dx, dy in VOTE_STEPS:
         nx, ny = x + dx, y + dy
         inside = (nx >= 0) & (nx < width) & (ny >= 0) & (ny < height)
         cell = np.where(inside, ny * width + nx, 0)
-        move = np.clip(refinements[kind, :, cell], -REFINEMENT_LIMIT, REFINEMENT_LIMIT) + np.float32([dx, dy])
+        move = np.clip(table[kind, :, cell], -REFINEMENT_LIMIT, REFINEMENT_LIMIT) + np.float32([dx, dy])
         votes = inside & ((dx == 0 and dy == 0) | (np.square(move).sum(axis=1) < np.float32(VOTE_RADIUS ** 2)))
-        weight = np.where(votes, np.square(heatmaps[kind, cell]), np.float32(0))
+        weight = np.where(votes, np.square(heat[kind, cell]), np.float32(0))
         numerator += weight[:, None] * move
         total += weight
-    return numerator / np.maximum(total, np.float32(VOTE_FLOOR))[:, None]
+    moves = numerator / np.maximum(total, np.float32(VOTE_FLOOR))[:, None]
+    return Peaks(kind=peaks.kind, cell=peaks.cell, xy=peaks.cell.astype(np.float32) + moves, score=peaks.score)
 
 
 def select_peaks(peaks: Peaks, keep: np.ndarray) -> Peaks:
