@@ -95,20 +95,22 @@ def add_peak_outputs(model: onnx.ModelProto, top_k: int, keep_dense: bool = Fals
     graph.node.append(helper.make_node("TopK", [flat, const("k", np.array([top_k], np.int64))], [scores, cells_out],
                                        name="peaks/top_k", axis=-1, largest=1, sorted=1))
 
-    # The offset and refinement pairs at each peak: [N, C, 2, h*w] gathered at [N, C, 2, T].
-    def gather_at(maps: str, channels: int, index: str, output: str) -> None:
-        table = node("Reshape", [maps, const(f"{output}_shape", np.array([0, channels, 2, -1], np.int64))],
-                     f"peaks/{output}_table")
+    # The offset and refinement pairs at peaks: a table [N, C, 2, h*w] read at cells [N, C, T] -> [N, C, 2, T].
+    def pair_table(maps: str, channels: int, name: str) -> str:
+        return node("Reshape", [maps, const(f"{name}_shape", np.array([0, channels, 2, -1], np.int64))],
+                    f"peaks/{name}_table")
+
+    def gather_pairs(table: str, index: str, output: str) -> str:
         index = node("Unsqueeze", [index, const(f"{output}_axis", np.array([2], np.int64))], f"peaks/{output}_idx1")
         index = node("Expand", [index, const(f"{output}_pair", np.array([1, 1, 2, 1], np.int64))],
                      f"peaks/{output}_idx2")
-        node("GatherElements", [table, index], output, axis=3)
+        return node("GatherElements", [table, index], output, axis=3)
 
     source_cells = node("Gather", [cells_out, const("sources", np.array(sources, np.int64))],
                         "peaks/source_cells", axis=1)
-    gather_at(offsets, len(sources), source_cells, PEAK_OUTPUTS[2])
-    vote_at_peaks(node, const, heatmaps, refinements, cells_out, skeleton.num_keypoints, meta.map_width,
-                  meta.map_height, PEAK_OUTPUTS[3])
+    gather_pairs(pair_table(offsets, len(sources), "offsets"), source_cells, PEAK_OUTPUTS[2])
+    vote_at_peaks(node, const, gather_pairs, heatmaps, pair_table(refinements, skeleton.num_keypoints, "refinements"),
+                  cells_out, skeleton.num_keypoints, meta.map_width, meta.map_height, PEAK_OUTPUTS[3])
 
     dense_batch = next(o for o in graph.output if o.name == heatmaps).type.tensor_type.shape.dim[0]
     batch = dense_batch.dim_param if dense_batch.HasField("dim_param") else (dense_batch.dim_value or "batch")
@@ -129,29 +131,25 @@ def add_peak_outputs(model: onnx.ModelProto, top_k: int, keep_dense: bool = Fals
     return out
 
 
-def vote_at_peaks(node, const, heatmaps: str, refinements: str, cells: str, k: int, width: int, height: int,
-                  output: str) -> None:
+def vote_at_peaks(node, const, gather_pairs, heatmaps: str, refinements: str, cells: str, k: int, width: int,
+                  height: int, output: str) -> None:
     """:func:`rtpose.decoder.regress_peaks`' votes at the top-k cells, in the graph: ``output [N, K, 2, T]``.
 
     The same steps as numpy's, in the same order: for each of the nine
-    steps, the neighbour's heatmap value and refinement are gathered from
-    flat ``[N, K, h*w]`` tables at the peak cell plus the step (cell 0 and
-    weight 0 where that lies outside the map).
+    steps, the neighbour's heatmap value and refinement pair (from the table
+    ``refinements [N, K, 2, h*w]``) are read at the peak cell plus the step
+    (cell 0 and weight 0 where that lies outside the map).
     """
-    def table(maps: str, name: str) -> str:
-        return node("Reshape", [maps, const(f"vote_{name}_shape", np.array([0, k, -1], np.int64))],
-                    f"peaks/vote_{name}_table")
-
-    heat = table(heatmaps, "heat")
-    parts = [table(node("Gather", [refinements, const(f"vote_{n}_channels", np.arange(a, 2 * k, 2, dtype=np.int64))],
-                        f"peaks/refinement_{n}", axis=1), f"refinement_{n}") for a, n in enumerate("xy")]
-    w = const("vote_width", np.array(width, np.int64))
+    heat = node("Reshape", [heatmaps, const("vote_heat_shape", np.array([0, k, -1], np.int64))],
+                "peaks/vote_heat_table")
+    w, h, zero = (const(f"vote_{n}", np.array(v, np.int64)) for n, v in (("width", width), ("height", height),
+                                                                         ("zero", 0)))
     x = node("Mod", [cells, w], "peaks/vote_cell_x")
     y = node("Div", [cells, w], "peaks/vote_cell_y")
     low, high, radius2, no_weight = (const(f"vote_{n}", np.array(v, np.float32)) for n, v in (
         ("low", -REFINEMENT_LIMIT), ("high", REFINEMENT_LIMIT), ("radius2", VOTE_RADIUS ** 2), ("no_weight", 0)))
-    zero, h = (const(f"vote_{n}", np.array(v, np.int64)) for n, v in (("zero", 0), ("height", height)))
-    numerator, total = [None, None], None
+    pair_axis = const("vote_pair_axis", np.array([2], np.int64))
+    numerator = total = None
     for dx, dy in VOTE_STEPS:
         step = f"{dx + 1}{dy + 1}"
         nx = node("Add", [x, const(f"vote_dx_{step}", np.array(dx, np.int64))], f"peaks/vote_nx_{step}")
@@ -164,31 +162,24 @@ def vote_at_peaks(node, const, heatmaps: str, refinements: str, cells: str, k: i
             f"peaks/vote_inside_{step}")
         cell = node("Where", [inside, node("Add", [node("Mul", [ny, w], f"peaks/vote_row_{step}"), nx],
                                            f"peaks/vote_flat_{step}"), zero], f"peaks/vote_cell_{step}")
-        moves = []
-        for part, name, d in zip(parts, "xy", (dx, dy)):
-            moved = node("Clip", [node("GatherElements", [part, cell], f"peaks/vote_r{name}_{step}", axis=2), low, high],
-                         f"peaks/vote_r{name}_clip_{step}")
-            moves.append(node("Add", [moved, const(f"vote_d{name}f_{step}", np.array(d, np.float32))],
-                              f"peaks/vote_m{name}_{step}"))
+        pair = gather_pairs(refinements, cell, f"peaks/vote_refinement_{step}")              # [N, K, 2, T]
+        move = node("Add", [node("Clip", [pair, low, high], f"peaks/vote_clip_{step}"),
+                            const(f"vote_step_{step}", np.array([[dx], [dy]], np.float32))], f"peaks/vote_move_{step}")
         votes = inside
         if dx or dy:
-            length2 = node("Add", [node("Mul", [moves[0], moves[0]], f"peaks/vote_x2_{step}"),
-                                   node("Mul", [moves[1], moves[1]], f"peaks/vote_y2_{step}")], f"peaks/vote_len2_{step}")
-            near = node("Less", [length2, radius2], f"peaks/vote_near_{step}")
-            votes = node("And", [inside, near], f"peaks/vote_votes_{step}")
+            length2 = node("ReduceSum", [node("Mul", [move, move], f"peaks/vote_move2_{step}"), pair_axis],
+                           f"peaks/vote_len2_{step}", keepdims=0)
+            votes = node("And", [inside, node("Less", [length2, radius2], f"peaks/vote_near_{step}")],
+                         f"peaks/vote_votes_{step}")
         value = node("GatherElements", [heat, cell], f"peaks/vote_heat_{step}", axis=2)
         weight = node("Where", [votes, node("Mul", [value, value], f"peaks/vote_h2_{step}"), no_weight],
                       f"peaks/vote_weight_{step}")
-        for i, name in enumerate("xy"):
-            term = node("Mul", [weight, moves[i]], f"peaks/vote_w{name}_{step}")
-            numerator[i] = term if numerator[i] is None else node("Add", [numerator[i], term],
-                                                                  f"peaks/vote_sum_{name}_{step}")
+        term = node("Mul", [node("Unsqueeze", [weight, pair_axis], f"peaks/vote_weight_pair_{step}"), move],
+                    f"peaks/vote_term_{step}")
+        numerator = term if numerator is None else node("Add", [numerator, term], f"peaks/vote_sum_{step}")
         total = weight if total is None else node("Add", [total, weight], f"peaks/vote_total_{step}")
     total = node("Max", [total, const("vote_floor", np.array(VOTE_FLOOR, np.float32))], "peaks/vote_total_safe")
-    pair_axis = const("vote_axis", np.array([2], np.int64))
-    pairs = [node("Unsqueeze", [node("Div", [numerator[i], total], f"peaks/move_{name}"), pair_axis],
-                  f"peaks/move_{name}_pair") for i, name in enumerate("xy")]
-    node("Concat", pairs, output, axis=2)
+    node("Div", [numerator, node("Unsqueeze", [total, pair_axis], "peaks/vote_total_pair")], output)
 
 
 def dense_maps_model(meta: ModelMeta, opset: int = 17) -> onnx.ModelProto:
