@@ -453,7 +453,8 @@ def _export_tensorrt(source: Path, output: Path | None, opset, max_batch, worksp
 HeatmapThreshold = Annotated[Optional[float], typer.Option(help="Decoder: lowest keypoint score (model default).")]
 TopK = Annotated[Optional[int], typer.Option(help="Decoder: peaks kept per keypoint type.")]
 MaxOffsetDistance = Annotated[Optional[float], typer.Option(help="Decoder: map pixels a guide may miss by.")]
-PersonThreshold = Annotated[Optional[float], typer.Option(help="Decoder: lowest person score.")]
+PersonThreshold = Annotated[Optional[float], typer.Option(
+    help="Decoder: lowest person confidence (its keypoints' scores and share found; the size then ranks it).")]
 MaxPersons = Annotated[Optional[int], typer.Option(help="Decoder: most people per frame.")]
 FillThreshold = Annotated[Optional[float], typer.Option(
     help="Decoder: lowest score of a peak that fills a keypoint grouping left missing (one another person holds, "

@@ -327,14 +327,18 @@ def score_people(peaks: Peaks, assignment: np.ndarray, person_threshold: float, 
                  sigmas: np.ndarray, grouped: np.ndarray | None = None) -> People:
     """Keypoints and scores; a missing keypoint is (0, 0, 0).
 
-    A person's score is the mean score of the keypoints grouping found
-    (``grouped [N, K]``, by default all it has), times the fraction of the K
-    types found to the power 1/4, times the OKS its size lets it keep
-    (:func:`size_factor`). The plain mean over all K types, missing ones as
-    0, ranks people cut by the image border or partly hidden too low
-    (benchmarks/README.md, "Filling missing keypoints", for the power).
-    People above ``person_threshold`` come best first, copies dropped
-    (:func:`drop_duplicates`), at most ``max_persons``.
+    A person's confidence is the mean score of the keypoints grouping found
+    (``grouped [N, K]``, by default all it has) times the fraction of the K
+    types found to the power 1/4. The plain mean over all K types, missing
+    ones as 0, ranks people cut by the image border or partly hidden too low
+    (benchmarks/README.md, "Filling missing keypoints", for the power). Its
+    score, which ranks people, is the confidence times the OKS its size lets
+    it keep (:func:`size_factor`). People whose confidence reaches
+    ``person_threshold`` come best first by score, copies dropped
+    (:func:`drop_duplicates`), at most ``max_persons``: the threshold asks
+    whether it is a person, the size only where it ranks, so a small
+    person's score may be below the threshold (benchmarks/README.md,
+    "Placing and ranking people").
     """
     n, k = assignment.shape
     keypoints = np.zeros((n, k, 3), dtype=np.float32)
@@ -345,9 +349,10 @@ def score_people(peaks: Peaks, assignment: np.ndarray, person_threshold: float, 
     grouped = found if grouped is None else grouped
     count = grouped.sum(axis=1)
     mean = np.where(grouped, keypoints[..., 2], 0).sum(axis=1) / np.maximum(count, 1)
-    scores = (mean * (count / k) ** 0.25 * size_factor(keypoints[..., :2], found, sigmas)).astype(np.float32)
+    confidence = mean * (count / k) ** 0.25
+    scores = (confidence * size_factor(keypoints[..., :2], found, sigmas)).astype(np.float32)
     order = np.argsort(-scores, kind="stable")
-    order = drop_duplicates(assignment, order[scores[order] >= person_threshold])[:max_persons]
+    order = drop_duplicates(assignment, order[confidence[order] >= person_threshold])[:max_persons]
     return People(keypoints=keypoints[order], scores=scores[order])
 
 

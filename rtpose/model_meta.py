@@ -41,7 +41,8 @@ class DecoderConfig:
     # wrong joins and keeps more of the right ones; +0.013 held-out AP for the shipped model,
     # +0.007 on crowds, 0.1-0.3 ms more decoding at 10-30 people (benchmarks: "Decoder default").
     max_offset_distance: float = 8.0
-    # Lowest score a person needs (rtpose.decoder.score_people; benchmarks: "Decoder default").
+    # Lowest confidence a person needs, before its size ranks it (rtpose.decoder.score_people;
+    # benchmarks: "Decoder default").
     person_threshold: float = 0.15
     max_persons: int = 40
     min_keypoints: int = 2

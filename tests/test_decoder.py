@@ -103,6 +103,10 @@ def test_score_people_orders_and_thresholds():
     assert people.scores.tolist() == pytest.approx([0.9 * kept, 0.2 * (2 / 3) ** 0.25 * kept])
     assert people.keypoints[1, 2].tolist() == [0.0, 0.0, 0.0]       # missing keypoint
     assert len(score_people(peaks, np.array([[3, 4, -1], [0, 1, 2]]), 0.3, 5, sigmas)) == 1
+    # The threshold applies before the size factor: the second person's keypoints (0.2 * (2/3)^(1/4) = 0.18)
+    # pass 0.15 though its ranking score (0.08) does not; its size speaks to where it ranks, not to whether
+    # it is a person (people cut by the image border, small people in crowds).
+    assert len(score_people(peaks, np.array([[3, 4, -1], [0, 1, 2]]), 0.15, 5, sigmas)) == 2
     # Filled keypoints are placed but do not score: only the grouped ones do.
     filled = score_people(peaks, np.array([[3, 4, 5]]), 0.0, 5, sigmas, grouped=np.array([[True, True, False]]))
     assert filled.scores.tolist() == pytest.approx([0.2 * (2 / 3) ** 0.25 * kept])
