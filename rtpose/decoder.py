@@ -158,20 +158,21 @@ def regress_peaks(heatmaps: np.ndarray, refinements: np.ndarray, peaks: Peaks) -
     if len(peaks) == 0:
         return peaks
     k, height, width = heatmaps.shape
-    heat, table = heatmaps.reshape(k, -1), refinements.reshape(k, 2, -1)
-    kind, x, y = peaks.kind, peaks.cell[:, 0], peaks.cell[:, 1]
-    numerator = np.zeros((len(kind), 2), np.float32)
-    total = np.zeros(len(kind), np.float32)
-    for dx, dy in VOTE_STEPS:
-        nx, ny = x + dx, y + dy
-        inside = (nx >= 0) & (nx < width) & (ny >= 0) & (ny < height)
-        cell = np.where(inside, ny * width + nx, 0)
-        move = np.clip(table[kind, :, cell], -REFINEMENT_LIMIT, REFINEMENT_LIMIT) + np.float32([dx, dy])
-        votes = inside & ((dx == 0 and dy == 0) | (np.square(move).sum(axis=1) < np.float32(VOTE_RADIUS ** 2)))
-        weight = np.where(votes, np.square(heat[kind, cell]), np.float32(0))
-        numerator += weight[:, None] * move
-        total += weight
-    moves = numerator / np.maximum(total, np.float32(VOTE_FLOOR))[:, None]
+    area = height * width
+    steps = np.array(VOTE_STEPS, np.int64)                                   # [9, 2]: dx, dy
+    nx = peaks.cell[:, :1] + steps[:, 0]                                     # [N, 9]
+    ny = peaks.cell[:, 1:] + steps[:, 1]
+    inside = (nx >= 0) & (nx < width) & (ny >= 0) & (ny < height)
+    cell = np.where(inside, ny * width + nx, 0)
+    x_at = 2 * area * peaks.kind[:, None] + cell                             # flat index of the x refinement
+    limit = REFINEMENT_LIMIT
+    mx = np.clip(refinements.reshape(-1)[x_at], -limit, limit) + steps[:, 0].astype(np.float32)
+    my = np.clip(refinements.reshape(-1)[x_at + area], -limit, limit) + steps[:, 1].astype(np.float32)
+    own = (steps == 0).all(axis=1)
+    votes = inside & (own | (mx * mx + my * my < np.float32(VOTE_RADIUS ** 2)))
+    weight = np.where(votes, np.square(heatmaps.reshape(-1)[area * peaks.kind[:, None] + cell]), np.float32(0))
+    total = np.maximum(weight.sum(axis=1), np.float32(VOTE_FLOOR))
+    moves = np.stack([(weight * mx).sum(axis=1), (weight * my).sum(axis=1)], axis=1) / total[:, None]
     return Peaks(kind=peaks.kind, cell=peaks.cell, xy=peaks.cell.astype(np.float32) + moves, score=peaks.score)
 
 
