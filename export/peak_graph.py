@@ -135,8 +135,9 @@ def vote_at_peaks(node, const, gather_pairs, heatmaps: str, refinements: str, ce
                   height: int, output: str) -> None:
     """:func:`rtpose.decoder.regress_peaks`' votes at the top-k cells, in the graph: ``output [N, K, 2, T]``.
 
-    The same steps as numpy's, in the same order: for each of the nine
-    steps, the neighbour's heatmap value and refinement pair (from the table
+    The same steps as numpy's, one at a time (numpy takes all nine at once
+    and sums them in its own order): for each step, the neighbour's
+    heatmap value and refinement pair (from the table
     ``refinements [N, K, 2, h*w]``) are read at the peak cell plus the step
     (cell 0 and weight 0 where that lies outside the map).
     """
