@@ -157,7 +157,7 @@ def regress_peaks(heatmaps: np.ndarray, refinements: np.ndarray, peaks: Peaks) -
     """
     if len(peaks) == 0:
         return peaks
-    k, height, width = heatmaps.shape
+    _, height, width = heatmaps.shape
     area = height * width
     steps = np.array(VOTE_STEPS, np.int64)                                   # [9, 2]: dx, dy
     nx = peaks.cell[:, :1] + steps[:, 0]                                     # [N, 9]
@@ -423,7 +423,16 @@ def decode(heatmaps: np.ndarray, offsets: np.ndarray, refinements: np.ndarray | 
     grouped = reindex(assemble_people(joined, connections, skeleton.num_keypoints, config.min_keypoints), strong)
     where = peaks.cell[:, 1] * heatmaps.shape[2] + peaks.cell[:, 0]
     table = offsets.reshape(len(skeleton.directed_limbs), 2, -1)
-    assignment = fill_missing(grouped, peaks, where, table, skeleton, meta.offset_scale, config.fill_threshold,
+    return fill_and_score(peaks, grouped, where, table, meta, config)
+
+
+def fill_and_score(peaks: Peaks, grouped: np.ndarray, where: np.ndarray, offsets: np.ndarray, meta: ModelMeta,
+                   config: DecoderConfig) -> People:
+    """The chain's last steps, the same in both decoders: :func:`fill_missing` on the ``grouped``
+    people (``offsets`` a table ``[L, 2, X]`` read at each peak's ``where``), then
+    :func:`score_people`, in input pixels."""
+    skeleton = meta.skeleton
+    assignment = fill_missing(grouped, peaks, where, offsets, skeleton, meta.offset_scale, config.fill_threshold,
                               config.max_offset_distance)
     people = score_people(peaks, assignment, config.person_threshold, config.max_persons, skeleton.sigmas,
                           grouped >= 0)

@@ -12,7 +12,7 @@ The steps mirror the plain chain, each a function over arrays:
 
     peaks_from_maps -> regress_peaks | peaks_from_graph -> place_peaks
         -> candidate_connections
-        -> group_people -> fill_missing -> score_people
+        -> group_people -> fill_missing -> score_people (both: fill_and_score)
 
 Candidate connections of all limbs are scored in one vectorised pass with the
 same float operations, in the same dtypes and the same order, as
@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtpose.decoder import (Peaks, People, _top_k_per_kind, fill_missing, map_to_input, rank_by_type, refine_peaks,
-                            regress_peaks, reindex, score_people, select_peaks)
+from rtpose.decoder import (Peaks, People, _top_k_per_kind, fill_and_score, rank_by_type, refine_peaks, regress_peaks,
+                            reindex, select_peaks)
 from rtpose.model_meta import DecoderConfig, ModelMeta
 from rtpose.skeleton import Skeleton
 
@@ -261,9 +261,4 @@ def decode_outputs(outputs: tuple[np.ndarray, ...], meta: ModelMeta, config: Dec
     peak_a, peak_b, score = candidate_connections(select_peaks(peaks, strong), where[strong], offsets, skeleton,
                                                   meta.offset_scale, config.max_offset_distance)
     grouped = group_people(peaks.kind[strong], peak_a, peak_b, score, skeleton.num_keypoints, config.min_keypoints)
-    grouped = reindex(grouped, strong)
-    assignment = fill_missing(grouped, peaks, where, offsets, skeleton, meta.offset_scale, config.fill_threshold,
-                              config.max_offset_distance)
-    people = score_people(peaks, assignment, config.person_threshold, config.max_persons, skeleton.sigmas,
-                          grouped >= 0)
-    return people.map_xy(lambda uv: map_to_input(uv, meta.stride))
+    return fill_and_score(peaks, reindex(grouped, strong), where, offsets, meta, config)
