@@ -40,9 +40,10 @@ def error_message(exc: Exception) -> str:
     """The one line an error ends a command with (after ``error: ``)."""
     if isinstance(exc, ModuleNotFoundError):
         return f"{exc.name} is not installed; this command needs the training extra: pip install 'rtpose[train]'"
+    first = (str(exc).strip().splitlines() or [""])[0]     # CUDA's errors, for one, run to several lines
     if isinstance(exc, (ValueError, RuntimeError, OSError)):
-        return str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {exc} (RTPOSE_DEBUG=1 shows the traceback)"
+        return first or type(exc).__name__
+    return f"{type(exc).__name__}: {first} (RTPOSE_DEBUG=1 shows the traceback)"
 
 
 def clean_errors(fn):

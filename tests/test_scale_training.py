@@ -34,7 +34,7 @@ def _config(root, name, extra=""):
     path.write_text(f"train_annotations: {root / 'train/annotations.json'}\n"
                     f"val_annotations: {root / 'val/annotations.json'}\n"
                     f"output_dir: {root / name}\n" + TINY_MODEL
-                    + "epochs: 2\nbatch_size: 2\nworkers: 0\nthreads: 1\n" + extra)
+                    + "epochs: 2\nbatch_size: 2\nworkers: 0\nthreads: 1\ndevice: cpu\n" + extra)
     return path
 
 
@@ -108,6 +108,24 @@ def test_processes_that_fail_end_in_one_line(tiny_data):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "missing.json" in lines[0], result.stderr
 
 
+def test_more_processes_on_cuda_than_gpus_is_one_line_naming_the_fix(tiny_data):
+    """One GPU per process: here (no GPU, or one on a GPU machine) two processes on CUDA cannot start."""
+    import torch
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has a GPU for each of two processes")
+    config = _config(tiny_data, "procs_gpus", "processes: 2\n")
+    config.write_text(config.read_text().replace("device: cpu", "device: cuda"))
+    result = rtpose("train", config, timeout=120)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    gpus = torch.cuda.device_count()
+    assert len(lines) == 1 and lines[0] == (f"error: 2 processes on CUDA need a GPU each, and this machine has "
+                                            f"{gpus}: set processes: {gpus} or fewer, or device: cpu"), result.stderr
+    if not gpus:                                          # one process asking for CUDA where there is none
+        config.write_text(config.read_text().replace("processes: 2", "processes: 1"))
+        result = rtpose("train", config, timeout=120)
+        assert result.returncode == 1 and result.stderr.strip() == (
+            "error: device: cuda, but torch sees no CUDA GPU (device: auto picks the CPU then)"), result.stderr
 def test_amp_and_grad_clip_train_and_resume_on_cpu(tiny_data):
     config = _config(tiny_data, "amp", "amp: true\ngrad_clip: 1.0\n")
     result = runner.invoke(app, ["train", str(config), "--epochs", "1"])

@@ -98,7 +98,7 @@ def test_export_writes_self_describing_onnx_matching_torch(tiny_run):
     for batch in (1, 3):                                   # dynamic batch
         x = np.random.default_rng(batch).standard_normal((batch, 3, 96, 128)).astype(np.float32)
         got = engine.infer(x)
-        expected = CheckpointEngine.from_file(root / "run/last.pt").infer(x)
+        expected = CheckpointEngine.from_file(root / "run/last.pt", device="cpu").infer(x)
         assert [o.shape for o in got] == [(batch, 17, 24, 32), (batch, 108, 24, 32), (batch, 34, 24, 32)]
         assert all(np.abs(a - b).max() < 1e-4 for a, b in zip(got, expected))
 
@@ -109,7 +109,7 @@ def test_eval_of_onnx_and_checkpoint_find_the_same_people(tiny_run):
     kset = load_keypoint_set(root / "val/annotations.json")
     # A barely trained model: a low threshold makes sure there are people to compare.
     loose = DecoderConfig(heatmap_threshold=0.01, person_threshold=0.0)
-    a = evaluate(CheckpointEngine.from_file(root / "run/last.pt"), kset, loose)
+    a = evaluate(CheckpointEngine.from_file(root / "run/last.pt", device="cpu"), kset, loose)
     b = evaluate(OnnxRuntimeEngine(root / "model.onnx"), kset, loose)
     assert len(a.results) > 0 and len(a.results) == len(b.results)
     ka = np.array([r["keypoints"] for r in a.results])

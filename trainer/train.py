@@ -72,6 +72,10 @@ def _init_distributed(config: TrainConfig) -> tuple[int, int, int]:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
     if cuda:
+        gpus, here = torch.cuda.device_count(), int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        if here > gpus:                 # every process says so, not only those without a GPU
+            raise ConfigError(f"{here} processes on CUDA need a GPU each, and this machine has {gpus}: "
+                              f"set processes: {gpus} or fewer, or device: cpu")
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
@@ -103,6 +107,8 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
         load_backbone_weights(model, config.backbone_weights)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto"
                           else config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {config.device}, but torch sees no CUDA GPU (device: auto picks the CPU then)")
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", local_rank)       # one GPU per process
     if config.amp and device.type not in ("cuda", "cpu"):
