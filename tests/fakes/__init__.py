@@ -4,6 +4,9 @@
 ``from cuda.bindings import runtime`` (and the older ``from cuda import
 cudart``) find them, and makes rtpose's TensorRT modules import afresh
 against them; pytest's monkeypatch puts everything back after the test.
+``install(monkeypatch, real_cuda=True)`` fakes TensorRT alone: on a machine
+with a GPU and cuda-python, the engine's memory, copies and streams are real
+(``fakes.real_cuda``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ from . import cudart, tensorrt
 USERS = ("rtpose.engine.tensorrt_engine", "export.tensorrt_build")
 
 
-def install(monkeypatch) -> None:
+def install(monkeypatch, real_cuda: bool = False) -> None:
+    if real_cuda:
+        from . import real_cuda as device_memory
+        monkeypatch.setitem(sys.modules, "tensorrt", tensorrt)
+        monkeypatch.setattr(tensorrt, "cudart", device_memory)
+        forget_users(monkeypatch)
+        return
     cudart.reset()
     cuda = types.ModuleType("cuda")
     bindings = types.ModuleType("cuda.bindings")
