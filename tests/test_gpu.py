@@ -62,7 +62,7 @@ def test_cuda_float32_matches_onnxruntime_on_the_cpu(tiny, real_images):
         batch = batch_of(real_images[:n], engine.meta)
         got, expected = engine.infer(batch), reference.infer(batch)
         for a, b, size in zip(got, expected, spread(expected)):
-            assert a.dtype == b.dtype and a.shape == b.shape
+            assert a.dtype == b.dtype and a.shape == b.shape and a.flags["C_CONTIGUOUS"]
             # cuDNN may convolve in TF32 (10-bit mantissa): close, not equal.
             assert np.abs(a.astype(np.float64) - b).max() <= 2e-3 * max(size, 1.0)
 

@@ -104,6 +104,7 @@ def test_channels_last_layout_gives_the_same_outputs_on_cpu(exported, real_image
     batch = batch_of(real_images[:2], plain.meta)
     for a, b in zip(plain.infer(batch), nhwc.infer(batch)):
         np.testing.assert_allclose(a, b, atol=1e-5)
+        assert b.flags["C_CONTIGUOUS"]          # NCHW order on the host, whatever the layout inside
 
 
 def test_bad_input_and_cuda_only_options_are_clear_errors(exported):

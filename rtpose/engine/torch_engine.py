@@ -162,10 +162,16 @@ def as_outputs(outputs) -> tuple:
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
-    """Float outputs as float32 (fp16 ones included), on the host; integer outputs (peak cells) as they are."""
+    """Float outputs as float32 (fp16 ones included), integer outputs (peak cells) as they are; on the host, in order.
+
+    A channels-last module's outputs are channels-last too; they are put back
+    in NCHW order where they are (on the GPU, before the copy), because the
+    decoder reads the maps channel by channel: on strided arrays it took 2.6 ms
+    a frame of vtest.avi against 2.1 on a 2-core CPU (benchmarks/README.md, "CUDA").
+    """
     if t.is_floating_point():
         t = t.float()
-    return t.cpu().numpy()
+    return t.contiguous().cpu().numpy()
 
 
 def _batch_limit(program) -> int | None:
