@@ -295,7 +295,7 @@ def format_bench(report: dict) -> str:
     seq = report.get("sequential")
     lines = [f"machine: {m['cpu']}, {m['cores']} cores; python {m['python']}, onnxruntime {m['onnxruntime']} "
              f"({', '.join(m['providers'] or [])}), opencv {m['opencv']}, numpy {m['numpy']}",
-             f"threads: {m['pipeline_threads']} pipeline stages; onnxruntime intra-op {m['engine_threads']}",
+             f"threads: {m['pipeline_threads']} pipeline stages; the engine's CPU threads {m['engine_threads']}",
              f"model: {m['model']}; sources: {', '.join(report['sources'])}",
              "",
              f"{'':22s}{'frames':>8s}{'FPS':>9s}",

@@ -126,7 +126,7 @@ class TensorRTEngine:
         self.path = Path(path)
         self.meta, plan = read_engine_file(self.path)
         self.providers = [f"TensorRT {trt.__version__}"]
-        self.threads = None
+        self.threads = "none (GPU)"
         self.context = self.engine = self.runtime = None
         self._stream = None
         self._buffers: dict[str, _Buffer] = {}

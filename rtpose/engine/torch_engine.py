@@ -54,7 +54,7 @@ class TorchEngine:
         self.channels_last = on_cuda if channels_last is None else channels_last
         if threads and not on_cuda:
             torch.set_num_threads(threads)    # process-wide: torch has no per-module thread setting
-        self.threads = threads or "default (torch's)"
+        self.threads = "none (CUDA)" if on_cuda else threads or "default (torch's)"
         module = module.to(self.device)
         if fp16:
             module = module.half()
