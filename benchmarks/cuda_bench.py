@@ -15,7 +15,8 @@ letterboxed real frames of a video:
 onnxruntime on the CPU is timed on the same batches for reference (the ratio
 is of two processors, not of two engines on one).
 
-    python benchmarks/cuda_bench.py runs/default/best.pt2 --video vtest.avi \
+    rtpose export runs/default/best.pt --format torch --output default.pt2 --max-batch 8
+    python benchmarks/cuda_bench.py default.pt2 --onnx rtpose/models/default.onnx --video vtest.avi \
         --annotations data/synth_test/annotations.json --json cuda_bench.json
 """
 

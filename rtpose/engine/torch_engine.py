@@ -26,6 +26,7 @@ H100 with torch 2.11; timings in benchmarks/README.md, "CUDA").
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,10 @@ class TorchEngine:
         _device(options.get("device"), options.get("fp16", False), options.get("cuda_graphs", False))  # before loading
         extra = {META_FILE: ""}
         try:
-            program = torch.export.load(str(path), extra_files=extra)
+            with warnings.catch_warnings():
+                # torch 2.11 warns on every load that it reads weights from a read-only buffer (its own).
+                warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
+                program = torch.export.load(str(path), extra_files=extra)
         except Exception as exc:  # torch raises many types for a file that is not a .pt2 program
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise EngineError(f"{path} is not a torch.export program ({type(exc).__name__}: {first})") from None
