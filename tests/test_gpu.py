@@ -28,22 +28,12 @@ from rtpose.preprocess import preprocess
 from rtpose.runner import DEFAULT_MODEL
 from rtpose.synthetic.scene import SceneConfig, write_dataset
 from tests.conftest import TINY_MODEL
-from tests.test_torch_engine import write_tiny_checkpoint
+# exported: a tiny checkpoint (128x96) exported to ONNX and to a .pt2 for batches up to 4.
+from tests.test_torch_engine import exported  # noqa: F401 - a fixture
 from trainer.checkpoint import CheckpointEngine, read_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none)")
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny checkpoint (128x96) exported to ONNX and to a .pt2 for batches up to 4."""
-    root = tmp_path_factory.mktemp("gpu")
-    ckpt = write_tiny_checkpoint(root / "tiny.pt")
-    for fmt, name, extra in (("onnx", "tiny.onnx", []), ("torch", "tiny.pt2", ["--max-batch", "4"])):
-        result = runner.invoke(app, ["export", str(ckpt), "--format", fmt, "--output", str(root / name), *extra])
-        assert result.exit_code == 0, result.output
-    return root
 
 
 def batch_of(images, meta):
@@ -54,9 +44,9 @@ def spread(outputs):
     return [float(o.max() - o.min()) for o in outputs]
 
 
-def test_cuda_float32_matches_onnxruntime_on_the_cpu(tiny, real_images):
-    reference = OnnxRuntimeEngine(tiny / "tiny.onnx")
-    engine = TorchEngine.from_file(tiny / "tiny.pt2")
+def test_cuda_float32_matches_onnxruntime_on_the_cpu(exported, real_images):
+    reference = OnnxRuntimeEngine(exported / "tiny.onnx")
+    engine = TorchEngine.from_file(exported / "tiny.pt2")
     assert engine.device.type == "cuda" and engine.channels_last      # the defaults on a GPU
     for n in (1, 3):
         batch = batch_of(real_images[:n], engine.meta)
@@ -67,9 +57,9 @@ def test_cuda_float32_matches_onnxruntime_on_the_cpu(tiny, real_images):
             assert np.abs(a.astype(np.float64) - b).max() <= 2e-3 * max(size, 1.0)
 
 
-def test_float16_stays_close_to_float32(tiny, real_images):
-    full = TorchEngine.from_file(tiny / "tiny.pt2")
-    half = TorchEngine.from_file(tiny / "tiny.pt2", fp16=True)
+def test_float16_stays_close_to_float32(exported, real_images):
+    full = TorchEngine.from_file(exported / "tiny.pt2")
+    half = TorchEngine.from_file(exported / "tiny.pt2", fp16=True)
     batch = batch_of(real_images[:2], full.meta)
     for a, b, size in zip(half.infer(batch), full.infer(batch), spread(full.infer(batch))):
         assert a.dtype == (np.float32 if b.dtype == np.float32 else b.dtype)   # half comes back as float32
@@ -77,9 +67,9 @@ def test_float16_stays_close_to_float32(tiny, real_images):
         assert np.abs(a.astype(np.float64) - b).max() <= 2e-2 * max(size, 1.0)
 
 
-def test_cuda_graphs_replay_what_the_module_computes_for_each_batch_size(tiny, real_images):
-    eager = TorchEngine.from_file(tiny / "tiny.pt2")
-    graphs = TorchEngine.from_file(tiny / "tiny.pt2", cuda_graphs=True)
+def test_cuda_graphs_replay_what_the_module_computes_for_each_batch_size(exported, real_images):
+    eager = TorchEngine.from_file(exported / "tiny.pt2")
+    graphs = TorchEngine.from_file(exported / "tiny.pt2", cuda_graphs=True)
     results = []
     for n in (1, 2, 1, 2):                  # the second 1 and 2 replay graphs captured before
         batch = batch_of([real_images[(n + i + len(results)) % len(real_images)] for i in range(n)], eager.meta)
@@ -93,15 +83,15 @@ def test_cuda_graphs_replay_what_the_module_computes_for_each_batch_size(tiny, r
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
-def test_run_and_bench_on_cuda_with_fp16_and_graphs(tiny, shared_data, tmp_path):
+def test_run_and_bench_on_cuda_with_fp16_and_graphs(exported, shared_data, tmp_path):
     video = shared_data / "video" / "vtest.avi"
     out = tmp_path / "poses.jsonl"
-    result = runner.invoke(app, ["run", "--source", str(video), "--model", str(tiny / "tiny.pt2"), "--fp16",
+    result = runner.invoke(app, ["run", "--source", str(video), "--model", str(exported / "tiny.pt2"), "--fp16",
                                  "--cuda-graphs", "--max-frames", "30", "--json", str(out)])
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 30
-    bench = runner.invoke(app, ["bench", "--source", str(video), "--model", str(tiny / "tiny.pt2"), "--fp16",
+    bench = runner.invoke(app, ["bench", "--source", str(video), "--model", str(exported / "tiny.pt2"), "--fp16",
                                 "--cuda-graphs", "--frames", "60"])
     assert bench.exit_code == 0, bench.output
     assert "cuda" in bench.output and "fp16" in bench.output and "cuda-graphs" in bench.output
