@@ -485,6 +485,9 @@ MaxFrames = Annotated[Optional[int], typer.Option(help="Stop after this many fra
 InFlight = Annotated[int, typer.Option(
     help="Live sources: frames in the pipeline at once. 2: the engine runs while the previous frame is drawn and "
          "written, each frame taken just before the engine frees; 1: one frame at a time.")]
+DecodeProcesses = Annotated[int, typer.Option(
+    help="Decode in N worker processes (0: in the pipeline's decode thread). For a fast engine (a GPU) on a "
+         "machine with cores to spare: decoding holds Python's interpreter lock, which the threads share.")]
 Track = Annotated[bool, typer.Option(
     "--track/--no-track", help="Give each person an id that lasts across frames (drawn, and \"id\" in the JSON "
     "lines), for videos, cameras and streams (and image folders, whose images are then taken as a sequence).")]
@@ -508,7 +511,7 @@ def _decoder_config(meta, knobs: dict):
 
 def _run_options(decoder: dict, overlay: bool, policy: str | None, max_batch: int | None,
                  max_frames: int | None, in_flight: int, track: bool = False, smooth: bool = True,
-                 render: bool | None = None):
+                 render: bool | None = None, decode_processes: int = 0):
     from rtpose.capture import POLICIES
     from rtpose.pipeline import RunOptions
     from rtpose.tracking import TrackerConfig
@@ -516,12 +519,14 @@ def _run_options(decoder: dict, overlay: bool, policy: str | None, max_batch: in
         raise ValueError(f"--policy must be one of {', '.join(POLICIES)}, not '{policy}'")
     if in_flight < 1:
         raise ValueError("--in-flight must be at least 1")
+    if decode_processes < 0:
+        raise ValueError("--decode-processes must be 0 (decode in the pipeline's thread) or more")
     # Tracking is asked for, not on by default: it costs 1.7 ms a frame at 10
     # people and 3 ms at 30 on one core (benchmarks/README.md, "Tracking"),
     # which on 2 cores took 10-30% of the FPS on vtest.avi's crowd.
     tracker = None if not track else TrackerConfig() if smooth else TrackerConfig(smoothing=None)
     return RunOptions(decoder=decoder, overlay=overlay, policy=policy, max_batch=max_batch, max_frames=max_frames,
-                      in_flight=in_flight, track=tracker, render=render)
+                      in_flight=in_flight, track=tracker, render=render, decode_processes=decode_processes)
 
 
 def _print_sources(summary: dict) -> None:
@@ -554,6 +559,7 @@ def run(
     max_batch: MaxBatch = None,
     max_frames: MaxFrames = None,
     in_flight: InFlight = 2,
+    decode_processes: DecodeProcesses = 0,
     track: Track = False,
     smooth: Smooth = True,
     reconnect_timeout: ReconnectTimeout = 10.0,
@@ -575,7 +581,8 @@ def run(
                            fill_threshold)
     if not (output or json_out or show):
         typer.echo("note: no --output, --json or --show given; poses are computed and not kept", err=True)
-    options = _run_options(decoder, overlay, policy, max_batch, max_frames, in_flight, track, smooth)
+    options = _run_options(decoder, overlay, policy, max_batch, max_frames, in_flight, track, smooth,
+                           decode_processes=decode_processes)
     summary = run_pipeline(source, model, Outputs(output, json_out, show), options, engine_threads=engine_threads,
                            reconnect=Reconnect(give_up_after=reconnect_timeout),
                            engine_options={"fp16": fp16, "cuda_graphs": cuda_graphs}, person_model=person_model)
@@ -604,6 +611,7 @@ def bench(
     policy: Policy = None,
     max_batch: MaxBatch = None,
     in_flight: InFlight = 2,
+    decode_processes: DecodeProcesses = 0,
     track: Track = False,
     reconnect_timeout: ReconnectTimeout = 10.0,
     engine_threads: EngineThreads = None,
@@ -616,7 +624,8 @@ def bench(
     """FPS, per-stage and end-to-end latency: threaded pipeline, the same work in one thread, the engine alone."""
     from rtpose.runner import DEFAULT_MODEL, Outputs, bench as run_bench, format_bench
     from rtpose.sources import Reconnect
-    options = _run_options({}, True, policy, max_batch, None, in_flight, track, render=render)
+    options = _run_options({}, True, policy, max_batch, None, in_flight, track, render=render,
+                           decode_processes=decode_processes)
     report = run_bench(source, model or DEFAULT_MODEL, frames, Outputs(video=output), options,
                        engine_threads=engine_threads, reconnect=Reconnect(give_up_after=reconnect_timeout),
                        engine_options={"fp16": fp16, "cuda_graphs": cuda_graphs}, person_model=person_model)

@@ -28,6 +28,12 @@ in a crop of the frame, and its people replace the bottom-up ones.
 Tracking (``RunOptions.track``) keeps one :class:`rtpose.tracking.PoseTracker`
 per source. It runs in the decode+render thread, which sees each source's
 frames one at a time and in order, as a tracker must.
+
+With ``RunOptions.decode_processes`` (see :mod:`rtpose.decode_workers`) the
+inference thread hands each frame's outputs to a worker process right after
+the engine, and the decode+render thread waits for its people in order: the
+"inference" time then includes the hand-over, and "decode" is the wait.
+The sequential run always decodes in its own thread.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from rtpose.capture import Captured, Gather, default_policy, frame_number
+from rtpose.decode_workers import DecodeWorkers, Pending
 from rtpose.decoder import People
 from rtpose.engine import Engine
 from rtpose.fast_decoder import decode_outputs
@@ -72,6 +79,7 @@ class Frame:
     letterbox: Letterbox | None = None
     tensor: np.ndarray | None = None
     outputs: tuple[np.ndarray, ...] | None = None     # the model's outputs for this frame
+    pending: Pending | None = None       # its decoding in a worker process (RunOptions.decode_processes)
     people: People | None = None
     track_ids: np.ndarray | None = None   # per person, when its source is tracked
     smoothed: bool = False                # people's keypoints are the tracker's smoothed ones
@@ -104,6 +112,9 @@ class RunOptions:
     # Draw people and overlay: None draws only for a source with a sink that uses
     # the pixels (a video, a window), so a JSON-only run skips drawing.
     render: bool | None = None
+    # Decode in this many worker processes (rtpose.decode_workers), in the
+    # threaded run; 0: in the decode+render thread.
+    decode_processes: int = 0
 
 
 Batch = list[Frame]
@@ -134,6 +145,8 @@ class Pipeline:
         self._captured = 0
         self._slots: threading.Semaphore | None = None   # see RunOptions.in_flight
         self._turn: _InferenceTurn | None = None          # likewise, with more than one in flight
+        self._decoders: DecodeWorkers | None = None       # see RunOptions.decode_processes
+        self.running_since: float | None = None
         self.draws = [options.render if options.render is not None
                       else any(getattr(s, "uses_pixels", True) for s in source_sinks) for source_sinks in sinks]
         # One tracker per source (a tracker sees one source's frames in order); none without tracking.
@@ -167,10 +180,17 @@ class Pipeline:
             f.outputs = tuple(o[i] for o in outputs)
             f.tensor = None
             f.batch = len(batch)
+            if self._decoders is not None:
+                f.pending = self._decoders.submit(f.outputs, self.abort)
+                if f.pending is not None:
+                    f.outputs = None
 
     def decode(self, batch: Batch) -> None:
         for f in batch:
-            people = decode_outputs(f.outputs, self.meta, self.decoder)
+            if f.pending is not None:
+                people, f.pending = self._decoders.result(f.pending), None
+            else:
+                people = decode_outputs(f.outputs, self.meta, self.decoder)
             f.people = people.map_xy(f.letterbox.to_original)
             f.outputs = None
 
@@ -243,6 +263,11 @@ class Pipeline:
             if self.options.in_flight > 1:
                 self._turn = _InferenceTurn()
         try:
+            if self.options.decode_processes:
+                # Frames between inference and decoding: the queue's batches, one being decoded, one submitting.
+                slots = (self.options.queue_size + 2) * self.batch_limit
+                self._decoders = DecodeWorkers(self.options.decode_processes, self.meta, self.decoder, slots)
+            self.running_since = time.perf_counter()     # for FPS: after the decode workers' start-up
             self.gather = Gather(self.sources, policies)
             for w in workers:
                 w.daemon = True
@@ -383,7 +408,10 @@ class Pipeline:
         return report
 
     def close(self) -> None:
-        """Finalise every sink (a playable file even after a failure) and release the sources."""
+        """Finalise every sink (a playable file even after a failure), release the sources, stop decode workers."""
+        if self._decoders is not None:
+            self._decoders.close()
+            self._decoders = None
         close_all(s for sinks in self.sinks for s in sinks)
         if self.gather is not None:
             self.gather.close()              # the readers close their sources

@@ -264,15 +264,14 @@ def bench(source_specs: list[str] | str, model: str | Path, frames: int | None =
     # With no output asked for, poses still go through a JSON sink, so the sink
     # stage does its usual work (to /dev/null).
     outputs = outputs if (outputs.video or outputs.json_lines) else Outputs(json_lines=Path(os.devnull))
-    report = {"sources": specs, "machine": machine_info(engine, topdown)}
+    report = {"sources": specs, "machine": machine_info(engine, topdown), "decode_processes": options.decode_processes}
     try:
         recorded = [_Recording(s, ENGINE_ONLY_FRAMES) for s in open_sources(specs, reconnect)]
         live = any(s.live for s in recorded)
         options = replace(options, max_frames=frames or (LIVE_BENCH_FRAMES if live else None))
         pipeline = build_pipeline(recorded, engine, outputs, options, topdown)
-        started = time.perf_counter()
         done = pipeline.run()
-        report["pipeline"] = summarize(done, time.perf_counter() - started, pipeline.source_report())
+        report["pipeline"] = summarize(done, time.perf_counter() - pipeline.running_since, pipeline.source_report())
         images = [im for r in recorded for im in r.images][:ENGINE_ONLY_FRAMES]
         report["engine_only"] = engine_only_fps(engine, images, topdown)
         if not live:
@@ -295,7 +294,9 @@ def format_bench(report: dict) -> str:
     seq = report.get("sequential")
     lines = [f"machine: {m['cpu']}, {m['cores']} cores; python {m['python']}, onnxruntime {m['onnxruntime']} "
              f"({', '.join(m['providers'] or [])}), opencv {m['opencv']}, numpy {m['numpy']}",
-             f"threads: {m['pipeline_threads']} pipeline stages; the engine's CPU threads {m['engine_threads']}",
+             f"threads: {m['pipeline_threads']} pipeline stages"
+             + (f", {report['decode_processes']} decode processes" if report.get("decode_processes") else "")
+             + f"; the engine's CPU threads {m['engine_threads']}",
              f"model: {m['model']}; sources: {', '.join(report['sources'])}",
              "",
              f"{'':22s}{'frames':>8s}{'FPS':>9s}",

@@ -1,0 +1,75 @@
+"""Decoding in worker processes (``--decode-processes``): the same people, errors that end the run, nothing left."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from rtpose.cli import app
+from rtpose.engine.onnxruntime_engine import OnnxRuntimeEngine
+from rtpose.pipeline import Pipeline, RunOptions
+from rtpose.runner import DEFAULT_MODEL
+from rtpose.sources import open_source
+from tests.test_pipeline import RecordingSink, run_with_timeout
+
+runner = CliRunner()
+SHM = Path("/dev/shm")
+
+
+def shared_blocks() -> set[str]:
+    return set(p.name for p in SHM.iterdir()) if SHM.is_dir() else set()
+
+
+def persons(path: Path) -> list:
+    return [json.loads(line)["persons"] for line in path.read_text().splitlines()]
+
+
+def test_worker_processes_find_the_same_people_in_the_same_order(shared_data, tmp_path):
+    video = shared_data / "video" / "vtest.avi"
+    before = shared_blocks()
+    for n in (0, 2):
+        result = runner.invoke(app, ["run", "--source", str(video), "--max-frames", "40", "--json",
+                                     str(tmp_path / f"p{n}.jsonl"), "--decode-processes", str(n)])
+        assert result.exit_code == 0, result.output
+    in_thread, in_workers = persons(tmp_path / "p0.jsonl"), persons(tmp_path / "p2.jsonl")
+    assert len(in_thread) == 40 and sum(map(len, in_thread)) > 200       # vtest.avi's crowd, frame by frame
+    assert in_workers == in_thread
+    assert shared_blocks() <= before                                       # the shared memory was freed
+
+
+class MisfitEngine(OnnxRuntimeEngine):
+    """The shipped model with one heatmap channel dropped: outputs that do not fit its skeleton."""
+
+    def infer(self, batch):
+        heatmaps, *rest = super().infer(batch)
+        return (np.ascontiguousarray(heatmaps[:, 1:]), *rest)
+
+
+def test_a_decoding_error_in_a_worker_ends_the_run_with_it_and_closes_the_sinks(shared_data):
+    before = shared_blocks()
+    source = open_source(str(shared_data / "video" / "basketball_426x240.mp4"))
+    sink = RecordingSink()
+    pipeline = Pipeline([source], MisfitEngine(DEFAULT_MODEL), [[sink]],
+                        RunOptions(decode_processes=1, render=True))
+    result = run_with_timeout(pipeline, seconds=60)
+    assert isinstance(result.get("error"), ValueError)
+    assert "do not fit skeleton coco" in str(result["error"])
+    assert sink.closed
+    assert shared_blocks() <= before
+
+
+def test_a_negative_count_is_one_line(shared_data):
+    result = runner.invoke(app, ["run", "--source", str(shared_data / "video" / "vtest.avi"),
+                                 "--decode-processes", "-1"])
+    assert result.exit_code == 1
+    assert "--decode-processes must be 0 (decode in the pipeline's thread) or more" in result.output
+
+
+def test_bench_measures_the_pipeline_with_worker_processes(shared_data):
+    result = runner.invoke(app, ["bench", "--source", str(shared_data / "video" / "basketball_426x240.mp4"),
+                                 "--frames", "30", "--decode-processes", "1"])
+    assert result.exit_code == 0, result.output
+    assert "threads: 5 pipeline stages, 1 decode processes;" in result.output
+    assert re.search(r"^pipeline \(threads\) +30 ", result.output, re.M)
