@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import signal
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -126,6 +127,9 @@ _worker: dict = {}
 
 
 def _start(meta: ModelMeta, config: DecoderConfig) -> None:
+    # Ctrl-C reaches the whole process group: the pipeline stops and then stops its workers, which must
+    # not print a traceback of their own meanwhile.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker.update(meta=meta, config=config, memory=None)
 
 
