@@ -19,7 +19,8 @@ SHM = Path("/dev/shm")
 
 
 def shared_blocks() -> set[str]:
-    return set(p.name for p in SHM.iterdir()) if SHM.is_dir() else set()
+    """Python's shared memory blocks (named psm_...) now on this machine."""
+    return set(p.name for p in SHM.glob("psm_*")) if SHM.is_dir() else set()
 
 
 def persons(path: Path) -> list:
