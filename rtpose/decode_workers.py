@@ -54,8 +54,12 @@ class DecodeWorkers:
         self.processes, self.slots = processes, slots
         self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_start, initargs=(meta, config))
-        for started in [self._pool.submit(_ready) for _ in range(processes)]:
-            started.result()             # the workers' start-up (imports) before the first frame, not in it
+        try:
+            for started in [self._pool.submit(_ready) for _ in range(processes)]:
+                started.result()         # the workers' start-up (imports) before the first frame, not in it
+        except BrokenProcessPool:
+            self._pool.shutdown(cancel_futures=True)
+            raise RuntimeError(f"the {processes} decoding processes could not start (--decode-processes)") from None
         self._memory: shared_memory.SharedMemory | None = None
         self._layout: Layout = ()
         self._slot_bytes = 0
