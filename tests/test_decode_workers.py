@@ -27,6 +27,10 @@ def persons(path: Path) -> list:
     return [json.loads(line)["persons"] for line in path.read_text().splitlines()]
 
 
+def by_frame(path: Path) -> dict:
+    return {line["frame"]: line["persons"] for line in map(json.loads, path.read_text().splitlines())}
+
+
 def test_worker_processes_find_the_same_people_in_the_same_order(shared_data, tmp_path):
     video = shared_data / "video" / "vtest.avi"
     before = shared_blocks()
@@ -38,6 +42,20 @@ def test_worker_processes_find_the_same_people_in_the_same_order(shared_data, tm
     assert len(in_thread) == 40 and sum(map(len, in_thread)) > 200       # vtest.avi's crowd, frame by frame
     assert in_workers == in_thread
     assert shared_blocks() <= before                                       # the shared memory was freed
+
+
+def test_two_sources_batched_together_keep_their_people_apart(shared_data, tmp_path):
+    videos = [shared_data / "video" / "vtest.avi", shared_data / "video" / "basketball_426x240.mp4"]
+    sources = [arg for v in videos for arg in ("--source", str(v))]
+    for n in (0, 2):
+        result = runner.invoke(app, ["run", *sources, "--max-frames", "40", "--max-batch", "2", "--json",
+                                     str(tmp_path / f"p{n}.jsonl"), "--decode-processes", str(n)])
+        assert result.exit_code == 0, result.output
+    for i in (0, 1):                      # p0.0.jsonl, p0.1.jsonl: one file per source
+        # --max-frames counts both sources' frames, so each run may take a few more of one or the other.
+        in_thread, in_workers = by_frame(tmp_path / f"p0.{i}.jsonl"), by_frame(tmp_path / f"p2.{i}.jsonl")
+        both = in_thread.keys() & in_workers.keys()
+        assert len(both) >= 15 and all(in_workers[k] == in_thread[k] for k in both)
 
 
 class MisfitEngine(OnnxRuntimeEngine):
