@@ -24,20 +24,15 @@ from rtpose.cli import app
 from rtpose.engine import open_engine
 from rtpose.engine.onnxruntime_engine import OnnxRuntimeEngine
 from rtpose.engine.torch_engine import TorchEngine
-from rtpose.preprocess import preprocess
 from rtpose.runner import DEFAULT_MODEL
 from rtpose.synthetic.scene import SceneConfig, write_dataset
 from tests.conftest import TINY_MODEL
 # exported: a tiny checkpoint (128x96) exported to ONNX and to a .pt2 for batches up to 4.
-from tests.test_torch_engine import exported  # noqa: F401 - a fixture
+from tests.test_torch_engine import batch_of, exported  # noqa: F401 - exported is a fixture
 from trainer.checkpoint import CheckpointEngine, read_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none)")
 runner = CliRunner()
-
-
-def batch_of(images, meta):
-    return np.concatenate([preprocess(im, meta)[0] for im in images])
 
 
 def spread(outputs):
@@ -61,9 +56,9 @@ def test_float16_stays_close_to_float32(exported, real_images):
     full = TorchEngine.from_file(exported / "tiny.pt2")
     half = TorchEngine.from_file(exported / "tiny.pt2", fp16=True)
     batch = batch_of(real_images[:2], full.meta)
-    for a, b, size in zip(half.infer(batch), full.infer(batch), spread(full.infer(batch))):
-        assert a.dtype == (np.float32 if b.dtype == np.float32 else b.dtype)   # half comes back as float32
-        assert np.isfinite(a).all() if a.dtype == np.float32 else True
+    expected = full.infer(batch)
+    for a, b, size in zip(half.infer(batch), expected, spread(expected)):
+        assert a.dtype == b.dtype == np.float32 and np.isfinite(a).all()     # half precision comes back as float32
         assert np.abs(a.astype(np.float64) - b).max() <= 2e-2 * max(size, 1.0)
 
 
