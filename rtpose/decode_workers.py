@@ -23,7 +23,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import signal
-import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -36,7 +36,6 @@ from rtpose.fast_decoder import decode_outputs
 from rtpose.model_meta import DecoderConfig, ModelMeta
 
 _ALIGN = 64
-_TICK = 0.1      # seconds between checks for the pipeline's abort while waiting for a slot
 
 Layout = tuple[tuple[tuple[int, ...], str, int], ...]     # per output: shape, dtype, offset in a slot
 
@@ -76,23 +75,24 @@ class DecodeWorkers:
         for slot in range(self.slots):
             self._free.put(slot)
 
-    def submit(self, outputs: tuple[np.ndarray, ...], abort: threading.Event) -> Pending | None:
-        """Start decoding one frame's outputs; None if the pipeline aborted while no slot was free."""
+    def submit(self, outputs: tuple[np.ndarray, ...], take: Callable[[queue.Queue], int | None]) -> Pending | None:
+        """Start decoding one frame's outputs; None if no slot came free.
+
+        ``take(queue)`` waits for a free slot the caller's way (the pipeline's
+        queue get, which gives up, with None, when the run aborts).
+        """
         if self._memory is None:
             self._allocate(outputs)
-        while True:
-            try:
-                slot = self._free.get(timeout=_TICK)
-                break
-            except queue.Empty:
-                if abort.is_set():
-                    return None
+        slot = take(self._free)
+        if slot is None:
+            return None
         base = slot * self._slot_bytes
-        for o, (shape, dtype, offset) in zip(outputs, self._layout):
+        for o, (shape, dtype, _) in zip(outputs, self._layout):
             if o.shape != shape or o.dtype.str != dtype:
                 raise ValueError(f"the engine's outputs changed shape or type mid-run: {o.dtype} {list(o.shape)} "
                                  f"after {np.dtype(dtype)} {list(shape)}")
-            np.copyto(np.ndarray(shape, dtype, buffer=self._memory.buf, offset=base + offset), o)
+        for view, o in zip(_views(self._memory, self._layout, base), outputs):
+            np.copyto(view, o)
         future = self._pool.submit(_decode, self._memory.name, self._layout, base)
         return Pending(slot, future)
 
@@ -116,6 +116,11 @@ class DecodeWorkers:
             self._memory = None
 
 
+def _views(memory: shared_memory.SharedMemory, layout: Layout, base: int) -> tuple[np.ndarray, ...]:
+    """One slot's outputs as arrays over the block, for the pipeline to write and a worker to read."""
+    return tuple(np.ndarray(shape, dtype, buffer=memory.buf, offset=base + offset) for shape, dtype, offset in layout)
+
+
 # --- in the worker processes
 
 
@@ -126,6 +131,7 @@ def _attach(name: str) -> shared_memory.SharedMemory:
         return shared_memory.SharedMemory(name=name, track=False)
     except TypeError:
         return shared_memory.SharedMemory(name=name)
+
 
 _worker: dict = {}
 
@@ -145,6 +151,4 @@ def _decode(name: str, layout: Layout, base: int) -> People:
     memory = _worker["memory"]
     if memory is None or memory.name != name:
         memory = _worker["memory"] = _attach(name)
-    outputs = tuple(np.ndarray(shape, dtype, buffer=memory.buf, offset=base + offset)
-                    for shape, dtype, offset in layout)
-    return decode_outputs(outputs, _worker["meta"], _worker["config"])
+    return decode_outputs(_views(memory, layout, base), _worker["meta"], _worker["config"])

@@ -181,7 +181,7 @@ class Pipeline:
             f.tensor = None
             f.batch = len(batch)
             if self._decoders is not None:
-                f.pending = self._decoders.submit(f.outputs, self.abort)
+                f.pending = self._decoders.submit(f.outputs, self._get)
                 if f.pending is not None:
                     f.outputs = None
 
