@@ -20,7 +20,7 @@ LINE = cv2.LINE_8
 
 def draw_people(image: np.ndarray, people: People, skeleton: Skeleton, min_score: float = 0.2,
                 colours: list[int] | None = None) -> np.ndarray:
-    """Draw in place: limbs between keypoints both scoring ``min_score`` or more, then the keypoints.
+    """Draw in place: the skeleton's bones between keypoints both scoring ``min_score`` or more, then the keypoints.
 
     ``colours`` picks a palette index per person (a track id, say); by default
     the person's rank. Keypoints scoring 0.5 or more get a larger white centre.
@@ -29,13 +29,13 @@ def draw_people(image: np.ndarray, people: People, skeleton: Skeleton, min_score
     person, not one per limb and keypoint.
     """
     scale = max(1, round(max(image.shape[:2]) / 640))
-    limbs = np.asarray(skeleton.limbs, dtype=np.int64)
+    bones = np.asarray(skeleton.bones, dtype=np.int64)
     for i, keypoints in enumerate(people.keypoints):
         colour = PALETTE[(colours[i] if colours is not None else i) % len(PALETTE)]
         shown = keypoints[:, 2] >= min_score
         points = np.round(keypoints[:, :2]).astype(np.int32)
-        both = shown[limbs[:, 0]] & shown[limbs[:, 1]]
-        cv2.polylines(image, list(points[limbs[both]]), False, colour, 2 * scale, LINE)
+        both = shown[bones[:, 0]] & shown[bones[:, 1]]
+        cv2.polylines(image, list(points[bones[both]]), False, colour, 2 * scale, LINE)
         dots = np.repeat(points[shown, None], 2, axis=1)
         sure = keypoints[shown, 2] >= 0.5
         cv2.polylines(image, list(dots), False, colour, 6 * scale, LINE)

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from pycocotools.cocoeval import Params
@@ -52,3 +54,17 @@ def test_bad_skeleton_is_refused():
         Skeleton("x", ("a", "b"), (), (0.1,), ((0, 1),))
     with pytest.raises(ValueError):
         Skeleton("x", ("a", "b"), (), (0.1, 0.1), ((0, 2),))
+
+
+def test_coco_bones_are_the_coco_files_skeleton(shared_data):
+    # What is drawn is COCO's own skeleton (1-based pairs in the category), not the grouping links.
+    category = json.loads((shared_data / "coco/test_coco.json").read_text())["categories"][0]
+    assert {frozenset((a - 1, b - 1)) for a, b in category["skeleton"]} == {frozenset(p) for p in COCO.bones}
+    assert len(COCO.limbs) > len(COCO.bones)
+
+
+def test_a_model_file_from_before_bones_draws_its_layouts_bones():
+    old = COCO.to_dict()
+    del old["bones"]
+    assert Skeleton.from_dict(old).bones == COCO.bones
+    assert Skeleton.from_dict({**old, "name": "mine"}).bones == COCO.limbs   # an unknown layout draws every limb

@@ -40,7 +40,7 @@ def test_written_dataset_loads_in_pycocotools_and_matches_direct_rendering(tmp_p
     ann_ids = coco.getAnnIds(catIds=[1], iscrowd=False)
     assert len(ann_ids) == len(coco.dataset["annotations"]) > 0
     category = coco.loadCats(1)[0]
-    assert category["keypoints"] == list(COCO.keypoints) and len(category["skeleton"]) == len(COCO.limbs)
+    assert category["keypoints"] == list(COCO.keypoints) and len(category["skeleton"]) == len(COCO.bones)
     for ann in coco.loadAnns(ann_ids):
         assert len(ann["keypoints"]) == 51 and ann["iscrowd"] == 0
         assert ann["num_keypoints"] == sum(v > 0 for v in ann["keypoints"][2::3])

@@ -297,7 +297,7 @@ def render_scene(rng: np.random.Generator, config: SceneConfig = SceneConfig()) 
 
 def coco_categories() -> list[dict]:
     return [{"id": 1, "name": "person", "supercategory": "person", "keypoints": list(COCO.keypoints),
-             "skeleton": [[a + 1, b + 1] for a, b in COCO.limbs]}]
+             "skeleton": [[a + 1, b + 1] for a, b in COCO.bones]}]
 
 
 def coco_annotation(person: dict, annotation_id: int, image_id: int) -> dict:
