@@ -56,6 +56,22 @@ def test_resume_continues_from_the_saved_epoch(tiny_run):
     assert read_checkpoint(root / "run/last.pt")["epoch"] == 2
 
 
+@pytest.mark.parametrize("change", ["skeleton", "neck_width"])
+def test_resume_refuses_a_checkpoint_of_another_model_in_one_line(tiny_run, tmp_path, change):
+    root, config = tiny_run
+    ckpt = read_checkpoint(root / "run/last.pt")
+    if change == "skeleton":    # as made before the COCO skeleton's 4 cross links
+        meta = json.loads(ckpt["meta"])
+        meta["skeleton"]["limbs"] = meta["skeleton"]["limbs"][:-4]
+        ckpt["meta"], expected = json.dumps(meta), "groups 17 coco keypoints by 27 limbs"
+    else:
+        ckpt["config"]["neck_width"], expected = 2 * ckpt["config"]["neck_width"], "another architecture"
+    torch.save(ckpt, tmp_path / "other.pt")
+    result = runner.invoke(app, ["train", str(config), "--resume", str(tmp_path / "other.pt")])
+    assert result.exit_code == 1 and expected in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
 def test_tensorboard_reads_what_metrics_jsonl_says(tiny_run):
     """Every epoch's loss, learning rate and validation AP, the resumed run's too, in TensorBoard's own reader."""
     root, _ = tiny_run

@@ -35,6 +35,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from rtpose.engine.torch_engine import as_outputs
+from rtpose.model_meta import ModelMeta
 from rtpose.progress import Progress
 from trainer.annotations import load_keypoint_set, load_keypoint_sets
 from trainer.checkpoint import CheckpointEngine, CheckpointError, read_checkpoint, save_checkpoint
@@ -142,7 +143,7 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
 
     start_epoch, best = 0, -1.0       # best validation figure so far (AP, or PCKh on MPII)
     if resume:
-        start_epoch, best, spent = _resume(resume, config, model, optimizer, scheduler, scaler, ema)
+        start_epoch, best, spent = _resume(resume, config, meta, model, optimizer, scheduler, scaler, ema)
         budget.restart(spent)
         log(f"resumed from {resume} at epoch {start_epoch}")
     module = model                       # the bare model: what checkpoints and validation use
@@ -446,13 +447,20 @@ def topdown_losses(outputs, batch: dict, config: TrainConfig) -> dict[str, torch
     return {"loss": joints_mse_loss(outputs[0].float(), batch["heatmaps"], batch["weights"])}
 
 
-def _resume(path, config: TrainConfig, model, optimizer, scheduler, scaler=None,
+def _resume(path, config: TrainConfig, meta: ModelMeta, model, optimizer, scheduler, scaler=None,
             ema=None) -> tuple[int, float, float]:
     """Load a checkpoint into the run; (epochs done, best validation figure, seconds the run had spent)."""
     ckpt = read_checkpoint(path)
+    saved = ModelMeta.from_json(ckpt["meta"]).skeleton
+    if (saved.keypoints, saved.limbs) != (meta.skeleton.keypoints, meta.skeleton.limbs):
+        raise CheckpointError(f"{path} groups {len(saved.keypoints)} {saved.name} keypoints by {len(saved.limbs)} "
+                              f"limbs, this run's {meta.skeleton.name} skeleton has {len(meta.skeleton.keypoints)} "
+                              f"keypoints and {len(meta.skeleton.limbs)} limbs: a run resumes only on its own "
+                              f"skeleton (rtpose's may have changed since; start a new run)")
     # Keys missing from an older checkpoint's config had their defaults then.
     old, new = {**TrainConfig(train_annotations="").to_dict(), **ckpt["config"]}, config.to_dict()
-    if any(old[key] != new[key] for key in ("architecture", "widths", "blocks", "resnet_depth", "deconv_filters")):
+    shape = ("architecture", "widths", "blocks", "neck_width", "head_width", "resnet_depth", "deconv_filters")
+    if any(old[key] != new[key] for key in shape):
         raise CheckpointError(f"{path} was trained with another architecture than this config describes")
     # With EMA, "model" holds the averaged weights and "training_model" the raw ones training goes on from.
     model.load_state_dict(ckpt.get("training_model", ckpt["model"]))
