@@ -6,9 +6,9 @@ evaluation, and lists the limbs along which the model predicts *guiding
 offsets* (SimplePose): for every limb ``(a, b)`` the model predicts, around
 each keypoint ``a``, the vector to keypoint ``b`` of the same person, and the
 reverse vector around ``b``. Grouping wants more limbs than a body has bones
-(links that skip a keypoint, cross links); ``bones`` are the ones drawn. The trainer's target encoder, the exported model
-metadata and the runtime decoder all read the same object, so a layout is
-changed in one place.
+(links that skip a keypoint, cross links); ``bones`` are the ones drawn. The
+trainer's target encoder, the exported model metadata and the runtime decoder
+all read the same object, so a layout is changed in one place.
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ _BODY_BONES = [
 # legs, have no labelled keypoint in common, and without these a person seen
 # from the knees down decodes as two one-legged people. With them the
 # encode/decode round trip of crowds of 20-30 people went from 0.93-0.94 to
-# 0.96-0.97 AP (tests/test_roundtrip.py, benchmarks/README.md "Decoding").
+# 0.96-0.97 AP (tests/test_roundtrip.py; benchmarks/README.md, "Encoder/decoder
+# round trip").
 _CUT_LINKS = [
     ("left_knee", "right_knee"), ("left_ankle", "right_ankle"),
     ("left_wrist", "left_hip"), ("right_wrist", "right_hip"),
