@@ -112,8 +112,10 @@ def measure(args, count: int, dense_model: onnx.ModelProto, peak_model: onnx.Mod
                 t, _ = once(fn)
                 times[name].append(t)
         for name in DECODERS[1:]:
-            same &= (np.array_equal(people[name].keypoints, people["plain"].keypoints)
-                     and np.array_equal(people[name].scores, people["plain"].scores))
+            # 1e-4 px, as tests/test_fast_decoder.py: the graph sums the refinement votes in another order.
+            same &= (people[name].keypoints.shape == people["plain"].keypoints.shape
+                     and np.allclose(people[name].keypoints, people["plain"].keypoints, rtol=0, atol=1e-4)
+                     and np.allclose(people[name].scores, people["plain"].scores, rtol=0, atol=1e-6))
         found.append(len(people["plain"]))
         peaks.append(int((in_graph[0][:, :config.top_k] > config.heatmap_threshold).sum()))
 
