@@ -87,7 +87,7 @@ def test_buffers_are_sized_once_for_the_largest_batch_and_infer_only_copies_and_
     sizes = {name: (b.nbytes, b.dtype) for name, b in engine._buffers.items()}
     assert sizes == {"image": (MAX_BATCH * 256 * 320 * 3, np.uint8),             # a quarter of float32
                      "heatmaps": (MAX_BATCH * 17 * 64 * 80 * 4, np.float32),
-                     "offsets": (MAX_BATCH * 108 * 64 * 80 * 4, np.float32),
+                     "offsets": (MAX_BATCH * engine.meta.skeleton.num_offset_channels * 64 * 80 * 4, np.float32),
                      "refinements": (MAX_BATCH * 34 * 64 * 80 * 4, np.float32)}
     assert gpu.live_allocations() == {"device": 4, "pinned": 4, "streams": 1}
     gpu.state.calls.clear()

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from rtpose.cli import app
 from rtpose.engine.onnxruntime_engine import OnnxRuntimeEngine
 from rtpose.model_meta import META_KEY, DecoderConfig, ModelMeta
+from rtpose.skeleton import COCO
 from rtpose.synthetic.scene import SceneConfig, write_dataset
 from tests.conftest import TINY_MODEL
 from trainer.annotations import load_keypoint_set
@@ -115,7 +116,7 @@ def test_export_writes_self_describing_onnx_matching_torch(tiny_run):
         x = np.random.default_rng(batch).standard_normal((batch, 3, 96, 128)).astype(np.float32)
         got = engine.infer(x)
         expected = CheckpointEngine.from_file(root / "run/last.pt", device="cpu").infer(x)
-        assert [o.shape for o in got] == [(batch, 17, 24, 32), (batch, 108, 24, 32), (batch, 34, 24, 32)]
+        assert [o.shape for o in got] == [(batch, 17, 24, 32), (batch, COCO.num_offset_channels, 24, 32), (batch, 34, 24, 32)]
         assert all(np.abs(a - b).max() < 1e-4 for a, b in zip(got, expected))
 
 
