@@ -22,6 +22,7 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 
 import typer  # noqa: E402
 
+from rtpose.errors import first_line  # noqa: E402
 from rtpose.progress import Progress  # noqa: E402
 
 # Help text is plain (no rich markup), so "[x1, y1, x2, y2]" prints as written.
@@ -40,7 +41,7 @@ def error_message(exc: Exception) -> str:
     """The one line an error ends a command with (after ``error: ``)."""
     if isinstance(exc, ModuleNotFoundError):
         return f"{exc.name} is not installed; this command needs the training extra: pip install 'rtpose[train]'"
-    first = (str(exc).strip().splitlines() or [""])[0]     # CUDA's errors, for one, run to several lines
+    first = first_line(exc)
     if isinstance(exc, (ValueError, RuntimeError, OSError)):
         return first or type(exc).__name__
     return f"{type(exc).__name__}: {first} (RTPOSE_DEBUG=1 shows the traceback)"

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from rtpose.engine.torch_engine import TorchEngine
+from rtpose.errors import first_line
 from rtpose.model_meta import ModelMeta
 from trainer.config import TrainConfig, config_from_dict
 
@@ -58,8 +59,8 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, ModelMeta, TrainConfi
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit the {meta.architecture} architecture ({first})") from None
+        raise CheckpointError(f"{path}: weights do not fit the {meta.architecture} architecture "
+                              f"({first_line(exc)})") from None
     return model.eval(), meta, config
 
 

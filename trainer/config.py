@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from rtpose.errors import first_line
 from rtpose.model_meta import ModelMeta
 from rtpose.skeleton import Skeleton
 from rtpose.topdown import TOP_DOWN
@@ -158,7 +159,7 @@ def load_config(path: str | Path, **overrides) -> TrainConfig:
     try:
         d = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{p} is not valid YAML: {first_line(exc)}") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{p}: expected a mapping of keys to values")
     d.update({k: v for k, v in overrides.items() if v is not None})

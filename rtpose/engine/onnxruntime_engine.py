@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rtpose.engine import EngineError
+from rtpose.errors import first_line
 from rtpose.model_meta import FLOAT32_NCHW_RGB, META_KEY, UINT8_NHWC_BGR, ModelMeta, meta_from_text
 
 # Best first; onnxruntime falls back along the list.
@@ -29,7 +30,7 @@ class OnnxRuntimeEngine:
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, type(exc).__name__)
             raise EngineError(f"{self.path} is not a usable ONNX model: {first}") from None
         self.meta = read_meta(self.session, self.path)
         # Either input format runs here: a uint8 model normalises in its own graph (export/input_graph.py).

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from rtpose.engine import EngineError
+from rtpose.errors import first_line
 from rtpose.model_meta import FLOAT32_NCHW_RGB, ModelMeta
 
 META_FILE = "rtpose.json"        # the metadata's name inside the .pt2 archive
@@ -81,7 +82,7 @@ class TorchEngine:
                 warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
                 program = torch.export.load(str(path), extra_files=extra)
         except Exception as exc:  # torch raises many types for a file that is not a .pt2 program
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc, type(exc).__name__)
             raise EngineError(f"{path} is not a torch.export program ({type(exc).__name__}: {first})") from None
         if not extra[META_FILE]:
             raise EngineError(f"{path} is not an rtpose model (no {META_FILE} in the archive); "
