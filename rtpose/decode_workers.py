@@ -50,7 +50,7 @@ class DecodeWorkers:
     """``processes`` decoding processes and ``slots`` frames of outputs in shared memory."""
 
     def __init__(self, processes: int, meta: ModelMeta, config: DecoderConfig, slots: int) -> None:
-        self.processes, self.slots = processes, slots
+        self.slots = slots
         self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_start, initargs=(meta, config))
         try:

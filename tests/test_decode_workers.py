@@ -23,11 +23,8 @@ def shared_blocks() -> set[str]:
     return set(p.name for p in SHM.glob("psm_*")) if SHM.is_dir() else set()
 
 
-def persons(path: Path) -> list:
-    return [json.loads(line)["persons"] for line in path.read_text().splitlines()]
-
-
 def by_frame(path: Path) -> dict:
+    """A JSON-lines file's people, by frame number, in the file's order."""
     return {line["frame"]: line["persons"] for line in map(json.loads, path.read_text().splitlines())}
 
 
@@ -38,9 +35,9 @@ def test_worker_processes_find_the_same_people_in_the_same_order(shared_data, tm
         result = runner.invoke(app, ["run", "--source", str(video), "--max-frames", "40", "--json",
                                      str(tmp_path / f"p{n}.jsonl"), "--decode-processes", str(n)])
         assert result.exit_code == 0, result.output
-    in_thread, in_workers = persons(tmp_path / "p0.jsonl"), persons(tmp_path / "p2.jsonl")
-    assert len(in_thread) == 40 and sum(map(len, in_thread)) > 200       # vtest.avi's crowd, frame by frame
-    assert in_workers == in_thread
+    in_thread, in_workers = by_frame(tmp_path / "p0.jsonl"), by_frame(tmp_path / "p2.jsonl")
+    assert len(in_thread) == 40 and sum(map(len, in_thread.values())) > 200   # vtest.avi's crowd, frame by frame
+    assert list(in_workers.items()) == list(in_thread.items())             # same frames, order and people
     assert shared_blocks() <= before                                       # the shared memory was freed
 
 

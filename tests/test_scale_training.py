@@ -126,6 +126,8 @@ def test_more_processes_on_cuda_than_gpus_is_one_line_naming_the_fix(tiny_data):
         result = rtpose("train", config, timeout=120)
         assert result.returncode == 1 and result.stderr.strip() == (
             "error: device: cuda, but torch sees no CUDA GPU (device: auto picks the CPU then)"), result.stderr
+
+
 def test_amp_and_grad_clip_train_and_resume_on_cpu(tiny_data):
     config = _config(tiny_data, "amp", "amp: true\ngrad_clip: 1.0\n")
     result = runner.invoke(app, ["train", str(config), "--epochs", "1"])
