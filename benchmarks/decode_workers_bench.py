@@ -14,6 +14,7 @@ drawing and writing set the pace as they do on a GPU. Each setting runs
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
@@ -46,7 +47,7 @@ class ReplayEngine:
 
 def first_frames(video: str, count: int) -> list:
     source = open_source(video)
-    frames = [f.image for f in iter(source.read, None)][:count]
+    frames = [f.image for f in itertools.islice(iter(source.read, None), count)]   # not the whole video
     source.close()
     return frames
 
