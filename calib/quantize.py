@@ -7,7 +7,12 @@ onnxruntime runs on CPU:
   ``ai.onnx`` domain, opset of the source model (>= 17);
 - INT8 activations and weights, symmetric, every zero point 0;
 - weights stored as INT8 initializers, one scale per output channel (axis 0
-  of a Conv weight);
+  of a Conv weight), in 7 bits (-64..64, ``reduce_range``): an x86 CPU
+  without VNNI (AVX2 alone) multiplies INT8 with VPMADDUBSW, whose 16-bit sum
+  of two products saturates with full-range weights. On such a CPU the
+  shipped model lost 4.4 AP points with 8-bit weights and 0.5 with 7-bit; on
+  CPUs with VNNI, and with reference arithmetic, 7-bit weights lose nothing
+  measurable (benchmarks/README.md, "INT8 on a CPU without VNNI");
 - biases left in float: TensorRT refuses a DequantizeLinear of INT32 ("only
   activation types allowed as input to this layer"), and builds the bias in
   itself;
@@ -180,7 +185,7 @@ def quantize(prepared: Path, ranges_file: Path, settings: Settings, exclude: Ite
         out = Path(tmp) / "qdq.onnx"
         with quiet():
             quantize_static(str(prepared), str(out), None, quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=OP_TYPES, per_channel=True, reduce_range=False,
+                            op_types_to_quantize=OP_TYPES, per_channel=True, reduce_range=True,   # 7-bit weights: above
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             nodes_to_quantize=list(only) if only is not None else None,
                             nodes_to_exclude=list(exclude), calibrate_method=METHODS[settings.method],

@@ -70,6 +70,7 @@ def test_qdq_file_holds_only_symmetric_int8_with_per_channel_conv_weights(int8_m
         weight, scale = inits[dq.input[0]], inits[dq.input[1]]
         axis = next(a.i for a in dq.attribute if a.name == "axis")
         assert dq.op_type == "DequantizeLinear" and weight.dtype == np.int8 and weight.ndim == 4
+        assert np.abs(weight).max() == 64, conv.name      # 7 bits: no saturation on x86 without VNNI
         assert axis == 0 and scale.shape == (weight.shape[0],), conv.name    # one scale per output channel
         assert producer[conv.input[0]].op_type == "DequantizeLinear"        # the activation is INT8 too
         assert conv.input[2] in inits and inits[conv.input[2]].dtype == np.float32
