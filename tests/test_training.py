@@ -1,5 +1,6 @@
 """Train, resume, export and evaluate, end to end on a tiny synthetic set, as the CLI runs them."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -300,6 +301,31 @@ def test_compile_loss_falls_back_to_the_plain_losses_in_one_line(monkeypatch):
     assert len(messages) == 1 and "torch.compile failed (RuntimeError)" in messages[0]
     for name in plain:
         assert torch.equal(first[name], plain[name]) and torch.equal(second[name], plain[name])
+
+
+def test_amp_on_a_cpu_without_fast_bfloat16_trains_in_float32_and_says_so(monkeypatch):
+    from trainer import train
+    from trainer.config import TrainConfig
+
+    config, cpu, messages = TrainConfig(train_annotations="x.json", amp=True), torch.device("cpu"), []
+    monkeypatch.setattr(train, "cpu_bfloat16_is_fast", lambda: False)
+    slow = train.usable_amp(config, cpu, messages.append)
+    assert not slow.amp and dataclasses.replace(slow, amp=True) == config     # nothing else changed
+    assert len(messages) == 1 and "training in float32" in messages[0]
+    assert train.usable_amp(config, torch.device("cuda"), messages.append).amp      # float16 there
+    monkeypatch.setattr(train, "cpu_bfloat16_is_fast", lambda: True)
+    assert train.usable_amp(config, cpu, messages.append) is config and len(messages) == 1
+
+
+def test_fast_bfloat16_is_what_the_cpu_has():
+    """torch's test against the CPU's own flags (x86 Linux): AVX-512 BW, VL and DQ."""
+    from trainer.train import cpu_bfloat16_is_fast
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file() or "flags" not in cpuinfo.read_text():
+        pytest.skip("no x86 /proc/cpuinfo here")
+    flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split())
+    assert cpu_bfloat16_is_fast() == ({"avx512bw", "avx512vl", "avx512dq"} <= flags)
 
 
 CONFIG_DIR = Path(__file__).parent.parent / "configs"

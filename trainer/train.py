@@ -22,6 +22,7 @@ it at a barrier. ``batch_size`` is per process, so the global batch is
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -114,6 +115,7 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
         device = torch.device("cuda", local_rank)       # one GPU per process
     if config.amp and device.type not in ("cuda", "cpu"):
         raise ConfigError(f"amp: mixed precision is built for cuda (float16) and cpu (bfloat16), not {device.type}")
+    config = usable_amp(config, device, log)
     # Channels-last runs the convolutions about a quarter faster on CPU (measured).
     model.to(device, memory_format=torch.channels_last)
 
@@ -345,6 +347,23 @@ def warmup_ema(decay: float):
             else:                     # integer buffers (batch counts): the latest
                 a.copy_(c)
     return update
+
+
+def cpu_bfloat16_is_fast() -> bool:
+    """torch's own test for oneDNN's bfloat16 kernels: AVX-512 (BW, VL, DQ) on x86, BF16 on Arm."""
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def usable_amp(config: TrainConfig, device: torch.device, log=print) -> TrainConfig:
+    """``config``, with amp turned off where it would slow training down, and a line saying so.
+
+    Without AVX-512 a CPU runs bfloat16 through slow reference kernels: one
+    training step took 10.6x float32's on an AVX2-only EPYC (benchmarks/amp_step_bench.py).
+    """
+    if config.amp and device.type == "cpu" and not cpu_bfloat16_is_fast():
+        log("amp: this CPU has no fast bfloat16 (that needs AVX-512, or BF16 on Arm); training in float32")
+        return dataclasses.replace(config, amp=False)
+    return config
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, criterion, config: TrainConfig, epoch: int, device,
