@@ -19,7 +19,7 @@ from rtpose.synthetic.scene import SceneConfig, write_dataset
 from tests.conftest import TINY_MODEL
 from trainer.annotations import load_keypoint_set
 from trainer.checkpoint import CheckpointEngine, read_checkpoint
-from trainer.config import load_config
+from trainer.config import ConfigError, load_config
 from trainer.evaluate import evaluate
 
 runner = CliRunner()
@@ -345,3 +345,34 @@ def test_the_30_minute_recipe_is_the_shipped_one_on_a_time_budget():
     differing = {key for key in configs[0] if configs[0][key] != configs[1][key]}
     assert differing == {"output_dir", "epochs", "max_minutes", "val_every"}
     assert 0 < configs[1]["max_minutes"] <= 30
+
+
+@pytest.mark.parametrize("sigma", [0.7, 0.9])
+def test_heatmap_min_sigma_is_the_width_of_a_small_persons_peaks(tmp_path, sigma):
+    # A person of 20x20 input pixels is small enough for the least sigma; its keypoints sit on
+    # map cells, so the cell next to one holds exp(-1 / (2 sigma^2)).
+    from trainer.train import training_dataset
+    scene = SceneConfig(width=320, height=256, min_people=1, max_people=1)
+    kset = load_keypoint_set(write_dataset(tmp_path, 1, seed=0, config=scene))
+    record = kset.images[0]
+    record.keypoints[:] = 0
+    record.keypoints[0, 0] = (4 * 10 + 1.5, 4 * 8 + 1.5, 2)      # map cell (10, 8)
+    record.areas[:] = 400
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"train_annotations: a.json\nheatmap_min_sigma: {sigma}\nflip_prob: 0\n")
+    config = load_config(path)
+    meta = ModelMeta(input_width=320, input_height=256)
+    heatmap = training_dataset(config, kset, meta)[0]["heatmaps"][0].numpy()
+    assert heatmap[8, 10] == 1.0
+    assert heatmap[8, 11] == pytest.approx(np.exp(-1 / (2 * sigma ** 2)), rel=1e-5)
+
+
+def test_heatmap_min_sigma_defaults_and_bounds(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train_annotations: a.json\n")
+    assert load_config(path).heatmap_min_sigma == 0.9          # what the shipped model was trained with
+    for bad in (0, -1, 2.5):
+        path.write_text(f"train_annotations: a.json\nheatmap_min_sigma: {bad}\n")
+        with pytest.raises(ConfigError, match="heatmap_min_sigma"):
+            load_config(path)
+

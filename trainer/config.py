@@ -19,6 +19,7 @@ from rtpose.topdown import TOP_DOWN
 from trainer.data import Augmentation
 from trainer.model import ModelConfig, SimplePoseNet
 from trainer.pose_resnet import RESNET_SPEC, PoseResNet
+from trainer.targets import MAX_SIGMA, MIN_SIGMA
 
 ARCHITECTURES = ("simplepose", "pose_resnet")
 
@@ -54,6 +55,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     offset_loss_weight: float = 5.0
     refinement_loss_weight: float = 2.0
+    heatmap_min_sigma: float = MIN_SIGMA        # least Gaussian sigma of the heatmaps, map pixels (targets.py)
     flip_prob: float = 0.5
     amp: bool = False                         # mixed precision: float16 + loss scaling on CUDA, bfloat16 on CPU
     grad_clip: float = 0.0                    # max global gradient norm; 0 = no clipping
@@ -138,6 +140,9 @@ def config_from_dict(d: dict, source: str = "config") -> TrainConfig:
                           f"got {config.max_minutes!r}")
     if config.grad_clip < 0:
         raise ConfigError(f"{source}: 'grad_clip' must be >= 0 (0 = off), got {config.grad_clip!r}")
+    if not 0 < config.heatmap_min_sigma <= MAX_SIGMA:
+        raise ConfigError(f"{source}: 'heatmap_min_sigma' must be in (0, {MAX_SIGMA:g}] map pixels, "
+                          f"got {config.heatmap_min_sigma!r}")
     if config.input_width % 32 or config.input_height % 32:
         raise ConfigError(f"{source}: input_width and input_height must be multiples of 32")
     scale = config.scale_range

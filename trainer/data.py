@@ -21,7 +21,7 @@ from rtpose.model_meta import ModelMeta
 from rtpose.preprocess import letterbox, letterbox_transform
 from rtpose.topdown import apply_affine, warp_crop
 from trainer.annotations import DatasetError, KeypointSet
-from trainer.targets import encode
+from trainer.targets import MIN_SIGMA, encode
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,8 @@ class AugmentedSample:
 
 class PoseDataset(torch.utils.data.Dataset):
     def __init__(self, kset: KeypointSet, meta: ModelMeta, flip_prob: float = 0.0, seed: int = 0,
-                 augmentation: Augmentation | None = None) -> None:
-        self.kset, self.meta, self.seed = kset, meta, seed
+                 augmentation: Augmentation | None = None, min_sigma: float = MIN_SIGMA) -> None:
+        self.kset, self.meta, self.seed, self.min_sigma = kset, meta, seed, min_sigma
         self.augmentation = augmentation or Augmentation(flip_prob=flip_prob)
         self.epoch = 0
 
@@ -61,7 +61,7 @@ class PoseDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample = self.sample(index)
-        targets = encode(sample.keypoints, sample.areas, self.meta, sample.ignore)
+        targets = encode(sample.keypoints, sample.areas, self.meta, sample.ignore, self.min_sigma)
         return {
             "image": torch.from_numpy(sample.image),    # uint8 BGR; see network_batch
             "heatmaps": torch.from_numpy(targets.heatmaps),

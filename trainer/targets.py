@@ -15,7 +15,9 @@ from rtpose.model_meta import ModelMeta
 
 # Gaussian sigma of a person's keypoints, in map pixels, as a fraction of the
 # square root of the person's area (input pixels), clipped so small people
-# still give a peak and large people keep a sharp one.
+# still give a peak and large people keep a sharp one. Half the synthetic
+# people are small enough to get the least sigma; the config's
+# ``heatmap_min_sigma`` sets it per run (benchmarks/README.md, "Heatmap sigma").
 SIGMA_PER_SIZE = 0.07
 MIN_SIGMA, MAX_SIGMA = 0.9, 2.0
 REFINEMENT_RADIUS = 1.5   # map pixels around a keypoint where its refinement is supervised
@@ -31,17 +33,18 @@ class Targets:
     refinement_mask: np.ndarray  # [K, h, w]
 
 
-def person_sigma(area: float, stride: int) -> float:
-    return float(np.clip(SIGMA_PER_SIZE * np.sqrt(max(area, 1.0)) / stride, MIN_SIGMA, MAX_SIGMA))
+def person_sigma(area: float, stride: int, min_sigma: float = MIN_SIGMA) -> float:
+    return float(np.clip(SIGMA_PER_SIZE * np.sqrt(max(area, 1.0)) / stride, min_sigma, MAX_SIGMA))
 
 
 def encode(keypoints: np.ndarray, areas: np.ndarray, meta: ModelMeta,
-           ignore: np.ndarray | None = None) -> Targets:
+           ignore: np.ndarray | None = None, min_sigma: float = MIN_SIGMA) -> Targets:
     """Encode people given in network-input pixels.
 
     ``keypoints`` is ``[N, K, 3]`` with COCO visibility (0 = not labelled);
     ``areas`` is ``[N]`` in input pixels squared; ``ignore`` is an optional
-    ``[h, w]`` map-sized mask, true where the heatmap loss must be ignored.
+    ``[h, w]`` map-sized mask, true where the heatmap loss must be ignored;
+    ``min_sigma`` is the least Gaussian sigma in map pixels.
     """
     skeleton = meta.skeleton
     h, w, k = meta.map_height, meta.map_width, skeleton.num_keypoints
@@ -55,7 +58,7 @@ def encode(keypoints: np.ndarray, areas: np.ndarray, meta: ModelMeta,
     people = np.asarray(keypoints, dtype=np.float32).reshape(-1, k, 3)
     labelled = people[:, :, 2] > 0                                    # [N, K]
     uv = input_to_map(people[:, :, :2], meta.stride)                   # [N, K, 2]
-    sigmas = np.array([person_sigma(float(a), meta.stride) for a in np.asarray(areas, dtype=np.float32)])
+    sigmas = np.array([person_sigma(float(a), meta.stride, min_sigma) for a in np.asarray(areas, dtype=np.float32)])
     # One entry per (person, keypoint) and per (person, directed limb), in
     # person order: where two people's windows meet, the nearer source wins
     # and, at equal distance, the earlier person.

@@ -119,9 +119,7 @@ def _train(config: TrainConfig, resume, log, rank: int, world: int, local_rank: 
     # Channels-last runs the convolutions about a quarter faster on CPU (measured).
     model.to(device, memory_format=torch.channels_last)
 
-    # Top-down: one sample per labelled person (its crop); bottom-up: one per image.
-    dataset = (TopDownDataset if config.top_down else PoseDataset)(train_set, meta, seed=config.seed,
-                                                                     augmentation=config.augmentation())
+    dataset = training_dataset(config, train_set, meta)
     # Each process takes every WORLD_SIZE-th sample of one shared shuffle
     # (padded with repeats so all take the same number of steps).
     sampler = (torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
@@ -239,6 +237,14 @@ def _clear_earlier_run(out: Path, log) -> None:
         path.unlink()
     if earlier:
         log(f"{out} held an earlier run: its metrics and logs are replaced (--resume continues a run instead)")
+
+
+def training_dataset(config: TrainConfig, train_set, meta: ModelMeta) -> torch.utils.data.Dataset:
+    """Top-down: one sample per labelled person (its crop); bottom-up: one per image."""
+    if config.top_down:
+        return TopDownDataset(train_set, meta, seed=config.seed, augmentation=config.augmentation())
+    return PoseDataset(train_set, meta, seed=config.seed, augmentation=config.augmentation(),
+                       min_sigma=config.heatmap_min_sigma)
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, final: float = 0.02,
