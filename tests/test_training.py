@@ -376,3 +376,15 @@ def test_heatmap_min_sigma_defaults_and_bounds(tmp_path):
         with pytest.raises(ConfigError, match="heatmap_min_sigma"):
             load_config(path)
 
+
+def test_models_too_narrow_for_channels_last_train_in_nchw_on_cpu(tmp_path):
+    # oneDNN's channels-last backward of a strided 1x1 convolution over fewer than 16 channels ends
+    # the process on an AVX-512 CPU (trainer.train.training_memory_format); wider models keep it.
+    from trainer.train import training_memory_format
+    path = tmp_path / "exp.yaml"
+    for widths, expected, note in (("[8, 8, 16, 16, 16]", torch.contiguous_format, "NCHW"),
+                                   ("[16, 24, 48, 96, 160]", torch.channels_last, "")):
+        path.write_text(f"train_annotations: a.json\nwidths: {widths}\n")
+        model = load_config(path).build_model(COCO)
+        memory_format, said = training_memory_format(model, torch.device("cpu"))
+        assert memory_format == expected and note in said and bool(said) == bool(note)
